@@ -1,0 +1,74 @@
+"""fusioncodec: a scalable learned image codec for machines and humans.
+
+One ``.fcb`` file holds a machine layer (an SA-ICM codec: edges kept for any recognition
+model) and an optional human layer (additional latent slices fused into the machine latent,
+decoded into a picture for people)::
+
+    import fusioncodec
+    data = fusioncodec.encode("photo.png", quality=4)          # both layers
+    seen_by_machines = fusioncodec.decode(data, layer="machine")
+    seen_by_people = fusioncodec.decode(data, layer="human")
+
+Heavy modules (torch, the models) load on first use, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from os import PathLike
+from typing import TYPE_CHECKING
+
+from fusioncodec.container import Container, FormatError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from fusioncodec.codec import Codec
+
+__version__ = "0.1.0"
+__all__ = ["Container", "FormatError", "decode", "encode", "load", "__version__"]
+
+
+def load(weights: str | PathLike | None = None, device: str = "auto") -> Codec:
+    """Load a scalable codec from a weight file (default: the shipped weights)."""
+    return _cached(None if weights is None else str(weights), device)
+
+
+@lru_cache(maxsize=4)
+def _cached(weights: str | None, device: str) -> Codec:
+    from fusioncodec.codec import Codec
+
+    return Codec.from_file(weights, device)
+
+
+def _open(image: Image.Image | str | PathLike) -> Image.Image:
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image
+    with Image.open(image) as im:
+        im.load()
+        return im
+
+
+def encode(
+    image: Image.Image | str | PathLike,
+    layers: Sequence[str] = ("machine", "human"),
+    quality: float = 4.0,
+    human_quality: float | None = None,
+    weights: str | PathLike | None = None,
+    device: str = "auto",
+) -> bytes:
+    """Encode an image (PIL image or path) into ``.fcb`` bytes."""
+    return load(weights, device).encode(_open(image), layers, quality, human_quality)
+
+
+def decode(
+    data: bytes,
+    layer: str = "human",
+    weights: str | PathLike | None = None,
+    device: str = "auto",
+) -> Image.Image:
+    """Decode the ``machine`` or ``human`` layer of ``.fcb`` bytes into an RGB image."""
+    return load(weights, device).decode(data, layer)

@@ -1,0 +1,140 @@
+"""A loaded model on a device: image <-> layer payloads <-> ``.fcb`` bytes.
+
+Each layer's payload is one constriction range-coder stream (little-endian 32-bit words):
+the hyper-latent z, channel by channel, then y slice by slice with symbols grouped by
+scale table.  The decoder derives every shape from the image size in the container.
+
+Determinism: entropy parameters (table indexes) are recomputed by the decoder with the
+same network, so a file decodes bit-exactly on the machine and device that encoded it
+(same torch build and thread count).  Across devices or machines the floating-point
+results may differ, which can desynchronise the range decoder; see docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fusioncodec.coding import RangeDecoder, RangeEncoder
+from fusioncodec.container import LAYER_KINDS, Container, FormatError, Layer
+from fusioncodec.image import padded, to_image, to_tensor
+from fusioncodec.nets import STRIDE, ScalableCodec
+from fusioncodec.nets.latent import SliceLatentCodec
+from fusioncodec.weights import LoadedModel, load
+
+DEFAULT_QUALITY = 4.0
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r} (use cpu, cuda or auto)")
+    return torch.device(device)
+
+
+def _encode_latent(latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+    encoder = RangeEncoder()
+    y_hat = latent.compress(y, q, encoder)
+    return encoder.get_compressed().astype("<u4").tobytes(), y_hat
+
+
+def _decode_latent(latent: SliceLatentCodec, payload: bytes, z_shape: tuple[int, int], q: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if len(payload) % 4:
+        raise FormatError("corrupted layer payload (length is not a whole number of words)")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    try:
+        return latent.decompress(RangeDecoder(words), z_shape, q, device)
+    except (ValueError, RuntimeError, AssertionError) as exc:
+        raise FormatError(f"corrupted layer payload ({exc})") from None
+
+
+class Codec:
+    """The scalable two-layer codec: ``encode`` an image, ``decode`` either layer."""
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto") -> None:
+        if loaded.kind != "scalable":
+            raise ValueError(f"{loaded.name} is a {loaded.kind} model, not a scalable codec")
+        self.loaded = loaded
+        self.device = resolve_device(device)
+        self.model: ScalableCodec = loaded.model.to(self.device).eval()
+        self.levels = loaded.config.levels
+
+    @classmethod
+    def from_file(cls, path: Path | str | None = None, device: str = "auto") -> Codec:
+        return cls(load(path), device)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def identity(self) -> bytes:
+        return self.loaded.identity
+
+    def _q(self, quality: float) -> torch.Tensor:
+        if not 1 <= quality <= self.levels:
+            raise ValueError(f"quality must be between 1 and {self.levels}, got {quality}")
+        return torch.tensor([quality - 1.0], dtype=torch.float32, device=self.device)
+
+    @torch.no_grad()
+    def encode(
+        self,
+        image: Image.Image,
+        layers: Sequence[str] = LAYER_KINDS,
+        quality: float = DEFAULT_QUALITY,
+        human_quality: float | None = None,
+    ) -> bytes:
+        """Code ``image`` into ``.fcb`` bytes holding the machine layer and, optionally, the human one."""
+        layers = tuple(layers)
+        if "machine" not in layers or not set(layers) <= set(LAYER_KINDS):
+            raise ValueError("layers must be ('machine',) or ('machine', 'human')")
+        human_quality = quality if human_quality is None else human_quality
+        width, height = image.size
+        x = to_tensor(image, self.device)
+        payload, _ = _encode_latent(self.model.machine.latent, self.model.machine.g_a(x), self._q(quality))
+        coded = [Layer("machine", float(quality), payload)]
+        if "human" in layers:
+            y_add = self.model.additional.g_a(x)
+            payload, _ = _encode_latent(self.model.additional.latent, y_add, self._q(human_quality))
+            coded.append(Layer("human", float(human_quality), payload))
+        return Container(width, height, self.name, self.identity, self.model.config.m, tuple(coded)).to_bytes()
+
+    def parse(self, data: bytes) -> Container:
+        """Parse and verify a file for this model (format, CRCs, model identity)."""
+        container = Container.from_bytes(data)
+        container.check_model(self.identity, self.name)
+        if container.m != self.model.config.m:
+            raise FormatError(f"file has m={container.m}, model has m={self.model.config.m}")
+        return container
+
+    @torch.no_grad()
+    def decode_latent(self, container: Container, layer: str) -> torch.Tensor:
+        """The decoded latent that feeds a synthesis transform (fused for the human layer)."""
+        z_shape = (padded(container.height) // STRIDE, padded(container.width) // STRIDE)
+        machine = container.layer("machine")
+        if layer == "human":
+            human = container.layer("human")  # fail before any decoding work
+        y_machine = _decode_latent(self.model.machine.latent, machine.payload, z_shape, self._q(machine.quality), self.device)
+        if layer == "machine":
+            return y_machine
+        y_add = _decode_latent(self.model.additional.latent, human.payload, z_shape, self._q(human.quality), self.device)
+        return self.model.human.fusion(y_machine, y_add)
+
+    @torch.no_grad()
+    def decode(self, data: bytes | Container, layer: str = "human") -> Image.Image:
+        """Decode the machine or human layer of ``.fcb`` bytes into an RGB image."""
+        if layer not in LAYER_KINDS:
+            raise ValueError(f"layer must be one of {LAYER_KINDS}")
+        container = data if isinstance(data, Container) else self.parse(data)
+        y = self.decode_latent(container, layer)
+        synthesis = self.model.machine.g_s if layer == "machine" else self.model.human.g_s
+        return to_image(synthesis(y), container.width, container.height)

@@ -1,0 +1,53 @@
+"""PIL images <-> padded float tensors, for any mode and any size from 1x1."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fusioncodec.nets import STRIDE
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """8-bit RGB array from any PIL mode.
+
+    Grey (L, I, I;16, F) is replicated to three channels; 16-bit and 32-bit integer images
+    are scaled from their full range; alpha (RGBA, LA, P with transparency) is composited
+    over white, as a viewer would show it.
+    """
+    mode = image.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode != "F" and (mode.startswith("I;16") or arr.max() > 255) else 255.0
+        if mode == "F" and arr.max() <= 1.0:
+            top = 1.0
+        grey = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "P":
+        image = image.convert("RGBA")
+    elif mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGB")
+    if image.mode in ("RGBA", "LA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))
+
+
+def to_tensor(image: Image.Image, device: torch.device) -> torch.Tensor:
+    """1x3xHxW float tensor in [0, 1], padded (edge replicate) to a multiple of STRIDE."""
+    arr = to_rgb_array(image)
+    x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255).to(device)
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, padded(w) - w, 0, padded(h) - h), mode="replicate")
+
+
+def padded(side: int) -> int:
+    return -(-side // STRIDE) * STRIDE
+
+
+def to_image(x: torch.Tensor, width: int, height: int) -> Image.Image:
+    """Crop the padding and round to an 8-bit RGB image."""
+    x = x[0, :, :height, :width].clamp(0, 1).mul(255).round().byte()
+    return Image.fromarray(x.permute(1, 2, 0).cpu().numpy(), "RGB")

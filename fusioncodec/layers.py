@@ -1,0 +1,85 @@
+"""Building blocks shared by every network: strided convolutions, GDN and gain units."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from fusioncodec._torchvision import ensure_torchvision
+
+ensure_torchvision()
+from compressai.layers import GDN  # noqa: E402
+
+
+def conv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.Conv2d:
+    """A 'same'-padded convolution that downsamples by ``stride``."""
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
+
+
+def deconv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    """A transposed convolution that upsamples by exactly ``stride``."""
+    return nn.ConvTranspose2d(
+        cin, cout, kernel, stride=stride, padding=kernel // 2, output_padding=stride - 1
+    )
+
+
+def analysis_transform(cin: int, n: int, m: int) -> nn.Sequential:
+    """Image -> latent at 1/16 resolution (four stride-2 5x5 convolutions with GDN)."""
+    return nn.Sequential(
+        conv(cin, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m)
+    )
+
+
+def synthesis_transform(m: int, n: int, cout: int = 3) -> nn.Sequential:
+    """Latent at 1/16 resolution -> image (mirror of :func:`analysis_transform`)."""
+    return nn.Sequential(
+        deconv(m, n),
+        GDN(n, inverse=True),
+        deconv(n, n),
+        GDN(n, inverse=True),
+        deconv(n, n),
+        GDN(n, inverse=True),
+        deconv(n, cout),
+    )
+
+
+class GainUnit(nn.Module):
+    """Per-channel gain and inverse gain for continuous rate control (Cui et al., CVPR 2021).
+
+    ``levels`` gain vectors are learned, one per training lambda. A continuous quality
+    ``q`` in ``[0, levels - 1]`` interpolates the two neighbouring vectors geometrically.
+    Gains are stored as logarithms so they stay positive.
+    """
+
+    def __init__(self, channels: int, levels: int, init_log_gain: Tensor | None = None) -> None:
+        super().__init__()
+        if init_log_gain is None:
+            init_log_gain = torch.zeros(levels)
+        base = init_log_gain.reshape(levels, 1).expand(levels, channels).clone()
+        self.log_gain = nn.Parameter(base)
+        self.log_inverse = nn.Parameter(-base.clone())
+
+    @property
+    def levels(self) -> int:
+        return self.log_gain.shape[0]
+
+    def _interpolate(self, table: Tensor, q: Tensor) -> Tensor:
+        q = q.to(table).clamp(0, self.levels - 1)
+        lo = q.floor().clamp(max=self.levels - 2).long()
+        t = (q - lo.to(q))[:, None]
+        log = table[lo] * (1 - t) + table[lo + 1] * t
+        return log.exp()[:, :, None, None]
+
+    def gain(self, q: Tensor) -> Tensor:
+        return self._interpolate(self.log_gain, q)
+
+    def inverse(self, q: Tensor) -> Tensor:
+        return self._interpolate(self.log_inverse, q)
+
+
+def lambda_log_gains(lambdas: list[float]) -> Tensor:
+    """Initial log-gains: quantiser step shrinking as sqrt(lambda) grows (MSE rule of thumb)."""
+    mid = math.exp(sum(math.log(x) for x in lambdas) / len(lambdas))
+    return torch.tensor([0.5 * math.log(x / mid) for x in lambdas])

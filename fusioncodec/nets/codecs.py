@@ -1,0 +1,98 @@
+"""The networks: single-layer codec (machine layer and baseline), additional-information
+codec, slice-wise fusion, human decoder, and the two-layer bundle that holds them."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fusioncodec.layers import analysis_transform, lambda_log_gains, synthesis_transform
+from fusioncodec.nets.config import CodecConfig
+from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
+
+STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
+
+
+class SingleLayerCodec(nn.Module):
+    """Image -> y (S slices) -> image.  The SA-ICM machine codec and the baseline LIC."""
+
+    def __init__(self, config: CodecConfig, lambdas: list[float]) -> None:
+        super().__init__()
+        m = config.slices * SLICE_CHANNELS
+        self.g_a = analysis_transform(3, config.n, m)
+        self.g_s = synthesis_transform(m, config.n)
+        self.latent = SliceLatentCodec(
+            config.slices, config.hyper_channels, config.z_channels, config.levels,
+            lambda_log_gains(lambdas),
+        )
+
+    def forward(self, x: Tensor, q: Tensor) -> dict[str, Tensor | dict[str, Tensor]]:
+        y_hat, likelihoods = self.latent(self.g_a(x), q)
+        return {"x_hat": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": likelihoods}
+
+
+class AdditionalCodec(nn.Module):
+    """The human layer's own analysis transform and m-slice latent codec."""
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        self.g_a = analysis_transform(3, config.n, config.m * SLICE_CHANNELS)
+        self.latent = SliceLatentCodec(
+            config.m, config.hyper_channels, config.z_channels, config.levels,
+            lambda_log_gains(config.human_lambdas),
+        )
+
+    def forward(self, x: Tensor, q: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.latent(self.g_a(x), q)
+
+
+class SliceFusion(nn.Module):
+    """Adds the additional latent's m slices into the first m slices of the machine latent.
+
+    A learned fusion network can replace this module as long as it keeps the signature.
+    """
+
+    def __init__(self, m: int) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, machine: Tensor, additional: Tensor) -> Tensor:
+        k = self.m * SLICE_CHANNELS
+        return torch.cat([machine[:, :k] + additional, machine[:, k:]], 1)
+
+
+class HumanDecoder(nn.Module):
+    """Fusion followed by the human synthesis transform."""
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        self.fusion = SliceFusion(config.m)
+        self.g_s = synthesis_transform(config.slices * SLICE_CHANNELS, config.n)
+
+    def forward(self, machine: Tensor, additional: Tensor) -> Tensor:
+        return self.g_s(self.fusion(machine, additional))
+
+
+class ScalableCodec(nn.Module):
+    """The two-layer product: machine codec, additional codec and human decoder."""
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.machine = SingleLayerCodec(config, config.machine_lambdas)
+        self.additional = AdditionalCodec(config)
+        self.human = HumanDecoder(config)
+
+    def forward(self, x: Tensor, q_machine: Tensor, q_human: Tensor) -> dict:
+        """Both layers; the machine latent is detached so human losses never move it."""
+        machine = self.machine(x, q_machine)
+        y_add, add_likelihoods = self.additional(x, q_human)
+        x_human = self.human(machine["y_hat"].detach(), y_add)
+        return {"machine": machine, "x_human": x_human, "human_likelihoods": add_likelihoods}
+
+    def latent_codecs(self) -> list[SliceLatentCodec]:
+        return [self.machine.latent, self.additional.latent]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

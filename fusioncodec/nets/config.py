@@ -1,0 +1,41 @@
+"""Architecture hyper-parameters, stored in every model card so weights rebuild their nets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+def _geom(lo: float, hi: float, n: int) -> list[float]:
+    return [round(lo * (hi / lo) ** (i / (n - 1)), 6) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Sizes of the transforms and the entropy model, and the lambda of each quality level.
+
+    Quality is continuous in ``[1, levels]``; integer q uses the q-th lambda exactly.
+    """
+
+    n: int = 96  # channels inside the image transforms
+    slices: int = 5  # S: machine latent slices of 64 channels (M = 64 S)
+    m: int = 4  # human-layer (additional) latent slices, 1 <= m <= S
+    hyper_channels: int = 192
+    z_channels: int = 128
+    levels: int = 8
+    machine_lambdas: list[float] = field(default_factory=lambda: _geom(0.002, 0.08, 8))
+    human_lambdas: list[float] = field(default_factory=lambda: _geom(0.0018, 0.13, 8))
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.m <= self.slices:
+            raise ValueError(f"m must be in 1..{self.slices}, got {self.m}")
+        for name in ("machine_lambdas", "human_lambdas"):
+            if len(getattr(self, name)) != self.levels:
+                raise ValueError(f"{name} needs {self.levels} values")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CodecConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

@@ -1,0 +1,195 @@
+"""The latent codec: hyperprior z plus a channel-wise conditional Gaussian model for y.
+
+y (S slices of 64 channels) is scaled by a gain unit, then each slice's mean and scale come
+from the hyper features and the slices decoded before it, and a latent residual prediction
+(LRP) refines each decoded slice (Minnen & Singh, ICIP 2020).  ``forward`` is the training
+path (likelihoods); ``compress``/``decompress`` drive the range coder slice by slice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fusioncodec._torchvision import ensure_torchvision
+from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
+from fusioncodec.layers import GainUnit, conv, deconv
+
+ensure_torchvision()
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
+from compressai.models.utils import update_registered_buffers  # noqa: E402
+from compressai.ops import quantize_ste as ste_round  # noqa: E402
+
+SLICE_CHANNELS = 64
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+
+
+def scale_table() -> Tensor:
+    """The 64 log-spaced Gaussian scales whose CDFs are tabulated."""
+    return torch.exp(torch.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS))
+
+
+class SliceLatentCodec(nn.Module):
+    """Hyperprior + S-slice channel-conditional entropy model with LRP and gain units."""
+
+    def __init__(
+        self,
+        slices: int,
+        hyper_channels: int = 192,
+        z_channels: int = 128,
+        levels: int = 8,
+        init_log_gain: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        m, hc = slices * SLICE_CHANNELS, hyper_channels
+        self.slices = slices
+        self.gain = GainUnit(m, levels, init_log_gain)
+        self.h_a = nn.Sequential(
+            conv(m, hc, 3, 1), nn.ReLU(inplace=True), conv(hc, hc), nn.ReLU(inplace=True),
+            conv(hc, z_channels),
+        )
+        self.h_s = nn.Sequential(
+            deconv(z_channels, hc), nn.ReLU(inplace=True), deconv(hc, hc), nn.ReLU(inplace=True),
+            conv(hc, hc, 3, 1),
+        )
+        self.param_nets = nn.ModuleList(
+            nn.Sequential(
+                conv(hc + SLICE_CHANNELS * i, 128, 1, 1), nn.ReLU(inplace=True),
+                conv(128, 128, 3, 1), nn.ReLU(inplace=True),
+                conv(128, 2 * SLICE_CHANNELS, 1, 1),
+            )
+            for i in range(slices)
+        )
+        self.lrp_nets = nn.ModuleList(
+            nn.Sequential(
+                conv(hc + SLICE_CHANNELS * (i + 1), 96, 1, 1), nn.ReLU(inplace=True),
+                conv(96, SLICE_CHANNELS, 3, 1),
+            )
+            for i in range(slices)
+        )
+        self.entropy_bottleneck = EntropyBottleneck(z_channels)
+        self.gaussian_conditional = GaussianConditional(None)
+        self._tables: tuple[CategoricalTables, CategoricalTables] | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.slices * SLICE_CHANNELS
+
+    def _params(self, i: int, hyper: Tensor, decoded: list[Tensor]) -> tuple[Tensor, Tensor]:
+        means, scales = self.param_nets[i](torch.cat([hyper, *decoded], 1)).chunk(2, 1)
+        return means, scales
+
+    def _refine(self, i: int, hyper: Tensor, decoded: list[Tensor]) -> Tensor:
+        lrp = self.lrp_nets[i](torch.cat([hyper, *decoded], 1))
+        return decoded[-1] + 0.5 * torch.tanh(lrp)
+
+    def forward(self, y: Tensor, q: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training path: quantised latent (gain removed) and likelihoods of y and z."""
+        yg = y * self.gain.gain(q)
+        z = self.h_a(yg)
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        medians = self.entropy_bottleneck._get_medians()
+        hyper = self.h_s(ste_round(z - medians) + medians)
+        decoded: list[Tensor] = []
+        likelihoods = []
+        for i, y_slice in enumerate(yg.chunk(self.slices, 1)):
+            means, scales = self._params(i, hyper, decoded)
+            _, lik = self.gaussian_conditional(y_slice, scales, means=means)
+            likelihoods.append(lik)
+            decoded.append(ste_round(y_slice - means) + means)
+            decoded[-1] = self._refine(i, hyper, decoded)
+        y_hat = torch.cat(decoded, 1) * self.gain.inverse(q)
+        return y_hat, {"y": torch.cat(likelihoods, 1), "z": z_likelihoods}
+
+    # -- entropy coding ---------------------------------------------------------------
+
+    def update(self) -> None:
+        """Recompute the integer CDF tables from the current weights (after training)."""
+        self.entropy_bottleneck.update(force=True, update_quantiles=True)
+        self.gaussian_conditional.update_scale_table(scale_table(), force=True)
+        self._tables = None
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
+        """Load weights, resizing the CDF-table buffers to the stored shapes."""
+        for name, module in (
+            ("entropy_bottleneck", self.entropy_bottleneck),
+            ("gaussian_conditional", self.gaussian_conditional),
+        ):
+            keys = ["_quantized_cdf", "_offset", "_cdf_length"]
+            if name == "gaussian_conditional":
+                keys.append("scale_table")
+            update_registered_buffers(module, name, keys, state_dict)
+        self._tables = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def tables(self) -> tuple[CategoricalTables, CategoricalTables]:
+        """The (z, y) table sets, built once from the stored integer CDFs."""
+        if self._tables is None:
+            eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+            if eb._offset.numel() == 0 or gc._offset.numel() == 0:
+                raise RuntimeError("entropy tables missing: call update() after training")
+            self._tables = tuple(
+                CategoricalTables(
+                    m._quantized_cdf.cpu().numpy(), m._cdf_length.cpu().numpy(),
+                    m._offset.cpu().numpy(),
+                )
+                for m in (eb, gc)
+            )
+        return self._tables
+
+    def _z_indexes(self, shape: torch.Size) -> np.ndarray:
+        c = shape[1]
+        return np.broadcast_to(np.arange(c)[:, None, None], (c, shape[2], shape[3])).ravel()
+
+    def _y_indexes(self, scales: Tensor) -> np.ndarray:
+        return self.gaussian_conditional.build_indexes(scales).cpu().numpy().ravel()
+
+    @torch.no_grad()
+    def compress(self, y: Tensor, q: Tensor, encoder: RangeEncoder) -> Tensor:
+        """Range-code y (batch of one); returns the decoder's exact reconstruction of it."""
+        z_tables, y_tables = self.tables()
+        yg = y * self.gain.gain(q)
+        z = self.h_a(yg)
+        medians = self.entropy_bottleneck._get_medians()
+        z_sym = torch.round(z - medians).cpu().numpy().ravel()
+        z_coded = z_tables.encode(encoder, z_sym, self._z_indexes(z.shape))
+        z_hat = torch.from_numpy(z_coded.reshape(z.shape)).to(z) + medians
+        return self._code_slices(z_hat, yg, q, encoder=encoder)
+
+    @torch.no_grad()
+    def decompress(
+        self, decoder: RangeDecoder, z_shape: tuple[int, int], q: Tensor, device: torch.device
+    ) -> Tensor:
+        """Inverse of :meth:`compress` given the hyper-latent's spatial size."""
+        z_tables, _ = self.tables()
+        channels = self.entropy_bottleneck.channels
+        shape = torch.Size((1, channels, *z_shape))
+        z_values = z_tables.decode(decoder, self._z_indexes(shape))
+        medians = self.entropy_bottleneck._get_medians().to(device)
+        z_hat = torch.from_numpy(z_values.reshape(shape)).to(device, torch.float32) + medians
+        return self._code_slices(z_hat, None, q, decoder=decoder)
+
+    def _code_slices(
+        self,
+        z_hat: Tensor,
+        yg: Tensor | None,
+        q: Tensor,
+        encoder: RangeEncoder | None = None,
+        decoder: RangeDecoder | None = None,
+    ) -> Tensor:
+        _, y_tables = self.tables()
+        hyper = self.h_s(z_hat)
+        y_slices = yg.chunk(self.slices, 1) if yg is not None else [None] * self.slices
+        decoded: list[Tensor] = []
+        for i, y_slice in enumerate(y_slices):
+            means, scales = self._params(i, hyper, decoded)
+            indexes = self._y_indexes(scales)
+            if encoder is not None:
+                symbols = torch.round(y_slice - means).cpu().numpy().ravel()
+                values = y_tables.encode(encoder, symbols, indexes)
+            else:
+                values = y_tables.decode(decoder, indexes)
+            decoded.append(torch.from_numpy(values.reshape(means.shape)).to(means) + means)
+            decoded[-1] = self._refine(i, hyper, decoded)
+        return torch.cat(decoded, 1) * self.gain.inverse(q)

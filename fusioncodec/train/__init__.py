@@ -1,0 +1,1 @@
+"""Training: edge-mask targets, datasets, losses and the loop."""

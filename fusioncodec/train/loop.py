@@ -1,0 +1,188 @@
+"""The training loop for every stage: machine (SA-ICM), human, joint, baseline.
+
+- ``machine``: rate + lambda * MSE on edge pixels only (SA-ICM).
+- ``human``: machine codec frozen; additional codec + fusion + human decoder,
+  rate of the additional layer + lambda * MSE on the whole image.
+- ``joint``: both of the above in one step; the machine latent is detached before fusion,
+  so the human loss never moves the machine codec (a fast way to a first weight set).
+- ``baseline``: the single-layer LIC, rate + lambda * MSE (the "standard LIC").
+
+Quality is sampled continuously per image, so one model covers the whole lambda range.
+Checkpoints (model + optimizer) are written every few minutes and on exit; ``resume``
+continues from the latest one. Logs are JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
+from fusioncodec.train.data import CropSampler, load_or_build
+from fusioncodec.train.losses import bits_per_pixel, edge_mse, lambda_at, mse, psnr, rd_loss
+
+STAGES = ("machine", "human", "joint", "baseline")
+
+
+@dataclass
+class TrainConfig:
+    stage: str
+    out: Path
+    train_root: Path
+    shared: Path | None = None
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    init: Path | None = None  # weights (safetensors) to start from, e.g. a trained machine codec
+    batch: int = 8
+    crop: int = 128
+    lr: float = 2e-4
+    max_steps: int = 1_000_000
+    max_minutes: float = 60.0
+    decay_at: float = 0.8  # fraction of the run after which lr drops 10x
+    checkpoint_minutes: float = 5.0
+    log_every: int = 50
+    threads: int = 0
+    seed: int = 0
+
+
+def build_model(stage: str, codec: CodecConfig) -> nn.Module:
+    if stage == "baseline":
+        return SingleLayerCodec(codec, codec.human_lambdas)
+    return ScalableCodec(codec)
+
+
+def _trainable(model: nn.Module, stage: str) -> list[nn.Parameter]:
+    if stage == "machine":
+        return list(model.machine.parameters())
+    if stage == "human":
+        model.machine.requires_grad_(False)
+        return [p for n, p in model.named_parameters() if not n.startswith("machine.")]
+    return list(model.parameters())
+
+
+def _step_losses(model: nn.Module, stage: str, x: torch.Tensor, mask: torch.Tensor, codec: CodecConfig) -> dict:
+    b, _, h, w = x.shape
+    levels = codec.levels - 1
+    logs: dict[str, torch.Tensor] = {}
+    total = x.new_zeros(())
+    if stage == "baseline":
+        q = torch.rand(b) * levels
+        out = model(x, q)
+        bpp, dist = bits_per_pixel(out["likelihoods"], h * w), mse(out["x_hat"], x)
+        total = rd_loss(bpp, dist, lambda_at(codec.human_lambdas, q))
+        aux = model.latent.entropy_bottleneck.loss()
+        return {"loss": total, "aux": aux, "bpp": bpp.mean(), "psnr": psnr(dist).mean()}
+    q_m = torch.rand(b) * levels
+    if stage in ("machine", "joint"):
+        m_out = model.machine(x, q_m)
+        m_bpp = bits_per_pixel(m_out["likelihoods"], h * w)
+        m_dist = edge_mse(m_out["x_hat"], x, mask)
+        total = total + rd_loss(m_bpp, m_dist, lambda_at(codec.machine_lambdas, q_m))
+        logs |= {"machine_bpp": m_bpp.mean(), "machine_edge_psnr": psnr(m_dist).mean()}
+        y_machine = m_out["y_hat"].detach()
+    else:
+        with torch.no_grad():
+            y_machine = model.machine(x, q_m)["y_hat"]
+    if stage in ("human", "joint"):
+        q_h = torch.rand(b) * levels
+        y_add, lik = model.additional(x, q_h)
+        x_h = model.human(y_machine, y_add)
+        h_bpp, h_dist = bits_per_pixel(lik, h * w), mse(x_h, x)
+        total = total + rd_loss(h_bpp, h_dist, lambda_at(codec.human_lambdas, q_h))
+        logs |= {"human_bpp": h_bpp.mean(), "human_psnr": psnr(h_dist).mean()}
+    aux = sum(c.entropy_bottleneck.loss() for c in model.latent_codecs())
+    return {"loss": total, "aux": aux, **logs}
+
+
+def _latent_codecs(model: nn.Module) -> list:
+    return model.latent_codecs() if hasattr(model, "latent_codecs") else [model.latent]
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) one stage; returns the checkpoint path."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = cfg.out / "checkpoint.pt"
+    model = build_model(cfg.stage, cfg.codec)
+    if not hasattr(model, "latent_codecs"):
+        model.latent_codecs = lambda: [model.latent]  # type: ignore[method-assign]
+    if cfg.init is not None and not ckpt_path.exists():
+        from fusioncodec.weights import load_weights_into
+
+        load_weights_into(model, cfg.init, strict=False)
+    params = _trainable(model, cfg.stage)
+    quantiles = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    main = [p for p in params if all(p is not q for q in quantiles)]
+    optimizer = torch.optim.Adam(
+        [{"params": main, "lr": cfg.lr}, {"params": quantiles, "lr": 1e-3}]
+    )
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed"]
+    model = model.to(memory_format=torch.channels_last).train()
+    if cfg.stage == "human":
+        model.machine.eval()
+    packed = load_or_build(cfg.out.parent / "edges.npz", cfg.train_root, cfg.shared)
+    sampler = CropSampler(packed, cfg.crop, seed=cfg.seed + step)
+    log = (cfg.out / "log.jsonl").open("a")
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+
+    def save() -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "elapsed": elapsed, "config": {**asdict(cfg), "codec": cfg.codec.to_dict()}},
+            tmp,
+        )
+        tmp.replace(ckpt_path)
+
+    start, last_save = time.time() - elapsed, time.time()
+    sums: dict[str, float] = {}
+    while not stop["now"]:
+        elapsed = time.time() - start
+        progress = max(step / cfg.max_steps, elapsed / 60 / cfg.max_minutes)
+        if progress >= 1:
+            break
+        lr_scale = 0.1 if progress >= cfg.decay_at else 1.0
+        optimizer.param_groups[0]["lr"] = cfg.lr * lr_scale
+        x, mask = sampler.batch(cfg.batch)
+        losses = _step_losses(model, cfg.stage, x, mask, cfg.codec)
+        optimizer.zero_grad(set_to_none=True)
+        (losses["loss"] + losses["aux"]).backward()
+        torch.nn.utils.clip_grad_norm_(main, 1.0)
+        optimizer.step()
+        step += 1
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        if step % cfg.log_every == 0:
+            row = {"step": step, "minutes": round(elapsed / 60, 2), "lr": cfg.lr * lr_scale}
+            row |= {k: round(v / cfg.log_every, 4) for k, v in sums.items()}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            sums = {}
+        if time.time() - last_save > cfg.checkpoint_minutes * 60:
+            save()
+            last_save = time.time()
+    elapsed = time.time() - start
+    save()
+    log.close()
+    if math.isfinite(elapsed):
+        (cfg.out / "done").write_text(json.dumps({"step": step, "minutes": elapsed / 60}))
+    os.sync()
+    return ckpt_path

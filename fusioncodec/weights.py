@@ -1,0 +1,157 @@
+"""Shipped weights: safetensors files (no pickle) with the model card in their metadata.
+
+A weight file holds one model kind: ``scalable`` (machine codec + additional codec + human
+decoder, the product) or ``baseline`` (the single-layer LIC).  Its metadata carries the card
+as JSON (name, kind, architecture config, training notes, measured results); the same card
+is also written beside it as ``<name>.json`` for people.  The identity written into every
+``.fcb`` file is the first 16 bytes of the SHA-256 of the weight file's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
+
+KINDS = ("scalable", "baseline")
+DEFAULT_NAME = "fusioncodec-default"
+
+
+class WeightsError(ValueError):
+    """A weight file is missing, unreadable or not a fusioncodec model (one-line message)."""
+
+
+def models_dir() -> Path:
+    """Where shipped weights live: ``$FUSIONCODEC_MODELS`` or ``models/`` beside the package."""
+    env = os.environ.get("FUSIONCODEC_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
+def default_weights(kind: str = "scalable") -> Path:
+    name = DEFAULT_NAME if kind == "scalable" else "baseline-default"
+    return models_dir() / f"{name}.safetensors"
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    card: dict
+    identity: bytes  # 16 bytes
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.card["kind"]
+
+    @property
+    def config(self) -> CodecConfig:
+        return CodecConfig.from_dict(self.card["config"])
+
+
+def build(kind: str, config: CodecConfig) -> nn.Module:
+    if kind == "scalable":
+        return ScalableCodec(config)
+    if kind == "baseline":
+        return SingleLayerCodec(config, config.human_lambdas)
+    raise WeightsError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)})")
+
+
+def identity_of(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()[:16]
+
+
+def read_card(path: Path) -> dict:
+    """The model card stored in a weight file's metadata (reads only the header)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise WeightsError(f"weights not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise WeightsError(f"not a safetensors weight file: {path} ({exc})") from None
+    if "fusioncodec" not in meta:
+        raise WeightsError(f"{path} has no fusioncodec model card in its metadata")
+    return json.loads(meta["fusioncodec"])
+
+
+def load(path: Path | str | None = None, kind: str = "scalable") -> LoadedModel:
+    """Load a weight file (default: the shipped one) into a fresh model on the CPU."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else default_weights(kind)
+    if not path.exists():
+        raise WeightsError(
+            f"weights not found: {path} (pass --weights PATH or set FUSIONCODEC_MODELS)"
+        )
+    card = read_card(path)
+    model = build(card["kind"], CodecConfig.from_dict(card["config"]))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    _load_state(model, state, strict=True)
+    return LoadedModel(model.eval(), card, identity_of(path))
+
+
+def _load_state(model: nn.Module, state: dict, strict: bool) -> None:
+    """load_state_dict that lets every latent codec resize its CDF-table buffers first."""
+    from fusioncodec.nets.latent import SliceLatentCodec
+
+    for prefix, module in model.named_modules():
+        if isinstance(module, SliceLatentCodec):
+            head = prefix + "."
+            sub = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
+            module.load_state_dict(sub, strict=strict)
+    model.load_state_dict(state, strict=strict)
+
+
+def load_weights_into(model: nn.Module, path: Path, strict: bool = True) -> None:
+    """Initialise ``model`` from a weight file (e.g. a trained machine codec for stage 2)."""
+    from safetensors.torch import load_file
+
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    _load_state(model, state, strict=strict)
+
+
+def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes:
+    """Write ``model`` as safetensors (fp16 weights, integer CDF tables) plus a JSON card.
+
+    Weights are rounded to fp16 first and the CDF tables are computed from the rounded
+    weights, so the shipped tables match exactly what a decoder loads.  Returns the identity.
+    """
+    from safetensors.torch import save_file
+
+    from fusioncodec.nets.latent import SliceLatentCodec
+
+    model = model.cpu().eval()
+    if half:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.half().float())
+    for module in model.modules():
+        if isinstance(module, SliceLatentCodec):
+            module.update()
+    params = {name for name, _ in model.named_parameters()}
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().contiguous()
+        state[k] = v.half() if half and k in params else v  # buffers (bounds, tables) stay exact
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"fusioncodec": json.dumps(card)})
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return identity_of(path)

@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny randomly initialised scalable model exported like shipped weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusioncodec.nets import CodecConfig, ScalableCodec
+from fusioncodec.weights import export
+
+TINY = CodecConfig(n=16, slices=2, m=1, hyper_channels=32, z_channels=16)
+SHARED = Path(os.environ.get("FUSIONCODEC_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small scalable model (random weights, real CDF tables) saved as safetensors."""
+    torch.manual_seed(0)
+    model = ScalableCodec(TINY)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    export(model, {"name": "tiny-test", "kind": "scalable", "config": TINY.to_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_weights: Path):
+    from fusioncodec.codec import Codec
+
+    return Codec.from_file(tiny_weights, "cpu")
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not SHARED.exists():
+        pytest.skip(f"shared data not found at {SHARED}")
+    return SHARED
