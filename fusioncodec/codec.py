@@ -41,13 +41,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _encode_latent(latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+def _encode_latent(
+    latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor
+) -> tuple[bytes, torch.Tensor]:
     encoder = RangeEncoder()
     y_hat = latent.compress(y, q, encoder)
     return encoder.get_compressed().astype("<u4").tobytes(), y_hat
 
 
-def _decode_latent(latent: SliceLatentCodec, payload: bytes, z_shape: tuple[int, int], q: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _decode_latent(
+    latent: SliceLatentCodec,
+    payload: bytes,
+    z_shape: tuple[int, int],
+    q: torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
     if len(payload) % 4:
         raise FormatError("corrupted layer payload (length is not a whole number of words)")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -93,24 +101,31 @@ class Codec:
         quality: float = DEFAULT_QUALITY,
         human_quality: float | None = None,
     ) -> bytes:
-        """Code ``image`` into ``.fcb`` bytes holding the machine layer and, optionally, the human one."""
+        """Code ``image`` into ``.fcb`` bytes: the machine layer and, optionally, the human one."""
         layers = tuple(layers)
         if "machine" not in layers or not set(layers) <= set(LAYER_KINDS):
             raise ValueError("layers must be ('machine',) or ('machine', 'human')")
         human_quality = quality if human_quality is None else human_quality
         width, height = image.size
         x = to_tensor(image, self.device)
-        payload, _ = _encode_latent(self.model.machine.latent, self.model.machine.g_a(x), self._q(quality))
+        payload, _ = _encode_latent(
+            self.model.machine.latent, self.model.machine.g_a(x), self._q(quality)
+        )
         coded = [Layer("machine", float(quality), payload)]
         if "human" in layers:
             y_add = self.model.additional.g_a(x)
             payload, _ = _encode_latent(self.model.additional.latent, y_add, self._q(human_quality))
             coded.append(Layer("human", float(human_quality), payload))
-        return Container(width, height, self.name, self.identity, self.model.config.m, tuple(coded)).to_bytes()
+        return Container(
+            width, height, self.name, self.identity, self.model.config.m, tuple(coded)
+        ).to_bytes()
 
     def parse(self, data: bytes) -> Container:
         """Parse and verify a file for this model (format, CRCs, model identity)."""
-        container = Container.from_bytes(data)
+        return self.check(Container.from_bytes(data))
+
+    def check(self, container: Container) -> Container:
+        """Refuse a container made with other weights (identity hash or m differ)."""
         container.check_model(self.identity, self.name)
         if container.m != self.model.config.m:
             raise FormatError(f"file has m={container.m}, model has m={self.model.config.m}")
@@ -123,10 +138,22 @@ class Codec:
         machine = container.layer("machine")
         if layer == "human":
             human = container.layer("human")  # fail before any decoding work
-        y_machine = _decode_latent(self.model.machine.latent, machine.payload, z_shape, self._q(machine.quality), self.device)
+        y_machine = _decode_latent(
+            self.model.machine.latent,
+            machine.payload,
+            z_shape,
+            self._q(machine.quality),
+            self.device,
+        )
         if layer == "machine":
             return y_machine
-        y_add = _decode_latent(self.model.additional.latent, human.payload, z_shape, self._q(human.quality), self.device)
+        y_add = _decode_latent(
+            self.model.additional.latent,
+            human.payload,
+            z_shape,
+            self._q(human.quality),
+            self.device,
+        )
         return self.model.human.fusion(y_machine, y_add)
 
     @torch.no_grad()
@@ -134,7 +161,35 @@ class Codec:
         """Decode the machine or human layer of ``.fcb`` bytes into an RGB image."""
         if layer not in LAYER_KINDS:
             raise ValueError(f"layer must be one of {LAYER_KINDS}")
-        container = data if isinstance(data, Container) else self.parse(data)
+        container = self.check(data) if isinstance(data, Container) else self.parse(data)
         y = self.decode_latent(container, layer)
         synthesis = self.model.machine.g_s if layer == "machine" else self.model.human.g_s
         return to_image(synthesis(y), container.width, container.height)
+
+
+class SingleLayerRunner:
+    """Real coding with a single-layer model (the baseline LIC): image <-> one payload.
+
+    Used to measure the "standard LIC" the two-layer codec is compared with; its payloads
+    are not wrapped in ``.fcb`` files.
+    """
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto") -> None:
+        self.loaded = loaded
+        self.device = resolve_device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.levels = loaded.config.levels
+
+    @torch.no_grad()
+    def encode(self, image: Image.Image, quality: float) -> bytes:
+        q = torch.tensor([quality - 1.0], device=self.device)
+        x = to_tensor(image, self.device)
+        payload, _ = _encode_latent(self.model.latent, self.model.g_a(x), q)
+        return payload
+
+    @torch.no_grad()
+    def decode(self, payload: bytes, width: int, height: int, quality: float) -> Image.Image:
+        q = torch.tensor([quality - 1.0], device=self.device)
+        z_shape = (padded(height) // STRIDE, padded(width) // STRIDE)
+        y = _decode_latent(self.model.latent, payload, z_shape, q, self.device)
+        return to_image(self.model.g_s(y), width, height)

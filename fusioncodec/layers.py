@@ -27,9 +27,7 @@ def deconv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.ConvTran
 
 def analysis_transform(cin: int, n: int, m: int) -> nn.Sequential:
     """Image -> latent at 1/16 resolution (four stride-2 5x5 convolutions with GDN)."""
-    return nn.Sequential(
-        conv(cin, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m)
-    )
+    return nn.Sequential(conv(cin, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m))
 
 
 def synthesis_transform(m: int, n: int, cout: int = 3) -> nn.Sequential:

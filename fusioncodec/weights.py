@@ -84,10 +84,17 @@ def read_card(path: Path) -> dict:
     except FileNotFoundError:
         raise WeightsError(f"weights not found: {path}") from None
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise WeightsError(f"not a safetensors weight file: {path} ({exc})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"not a safetensors weight file: {path} ({reason})") from None
     if "fusioncodec" not in meta:
         raise WeightsError(f"{path} has no fusioncodec model card in its metadata")
-    return json.loads(meta["fusioncodec"])
+    try:
+        card = json.loads(meta["fusioncodec"])
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path} has an unreadable model card") from None
+    if not isinstance(card, dict) or not {"name", "kind", "config"} <= card.keys():
+        raise WeightsError(f"{path} has an incomplete model card (needs name, kind, config)")
+    return card
 
 
 def load(path: Path | str | None = None, kind: str = "scalable") -> LoadedModel:
@@ -97,12 +104,21 @@ def load(path: Path | str | None = None, kind: str = "scalable") -> LoadedModel:
     path = Path(path) if path is not None else default_weights(kind)
     if not path.exists():
         raise WeightsError(
-            f"weights not found: {path} (pass --weights PATH or set FUSIONCODEC_MODELS)"
+            f"weights not found: {path} (pass --weights PATH, or set FUSIONCODEC_WEIGHTS "
+            "or FUSIONCODEC_MODELS)"
         )
     card = read_card(path)
-    model = build(card["kind"], CodecConfig.from_dict(card["config"]))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    _load_state(model, state, strict=True)
+    try:
+        model = build(card["kind"], CodecConfig.from_dict(card["config"]))
+        state = {
+            k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()
+        }
+        _load_state(model, state, strict=True)
+    except WeightsError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"{path} does not match its model card ({reason})") from None
     return LoadedModel(model.eval(), card, identity_of(path))
 
 

@@ -12,7 +12,9 @@ from fusioncodec.nets import CodecConfig, ScalableCodec
 from fusioncodec.weights import export
 
 TINY = CodecConfig(n=16, slices=2, m=1, hyper_channels=32, z_channels=16)
-SHARED = Path(os.environ.get("FUSIONCODEC_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
+SHARED = Path(
+    os.environ.get("FUSIONCODEC_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared")
+)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ that are clipped, and the clipped value is what both sides reconstruct.
 
 from __future__ import annotations
 
-import numpy as np
 import constriction
+import numpy as np
 
 Categorical = constriction.stream.model.Categorical
 Uniform = constriction.stream.model.Uniform
@@ -34,7 +34,7 @@ class CategoricalTables:
         self.offset = np.asarray(offset, dtype=np.int64)
         self.escape = cdf_length - 2  # category index of the escape symbol
         self.models = []
-        for row, length in zip(np.asarray(quantized_cdf, dtype=np.int64), cdf_length):
+        for row, length in zip(np.asarray(quantized_cdf, dtype=np.int64), cdf_length, strict=True):
             pmf = np.diff(row[:length]).astype(np.float64)
             self.models.append(Categorical(pmf, perfect=False))
 

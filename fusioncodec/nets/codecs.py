@@ -22,7 +22,10 @@ class SingleLayerCodec(nn.Module):
         self.g_a = analysis_transform(3, config.n, m)
         self.g_s = synthesis_transform(m, config.n)
         self.latent = SliceLatentCodec(
-            config.slices, config.hyper_channels, config.z_channels, config.levels,
+            config.slices,
+            config.hyper_channels,
+            config.z_channels,
+            config.levels,
             lambda_log_gains(lambdas),
         )
 
@@ -38,7 +41,10 @@ class AdditionalCodec(nn.Module):
         super().__init__()
         self.g_a = analysis_transform(3, config.n, config.m * SLICE_CHANNELS)
         self.latent = SliceLatentCodec(
-            config.m, config.hyper_channels, config.z_channels, config.levels,
+            config.m,
+            config.hyper_channels,
+            config.z_channels,
+            config.levels,
             lambda_log_gains(config.human_lambdas),
         )
 

@@ -46,24 +46,33 @@ class SliceLatentCodec(nn.Module):
         self.slices = slices
         self.gain = GainUnit(m, levels, init_log_gain)
         self.h_a = nn.Sequential(
-            conv(m, hc, 3, 1), nn.ReLU(inplace=True), conv(hc, hc), nn.ReLU(inplace=True),
+            conv(m, hc, 3, 1),
+            nn.ReLU(inplace=True),
+            conv(hc, hc),
+            nn.ReLU(inplace=True),
             conv(hc, z_channels),
         )
         self.h_s = nn.Sequential(
-            deconv(z_channels, hc), nn.ReLU(inplace=True), deconv(hc, hc), nn.ReLU(inplace=True),
+            deconv(z_channels, hc),
+            nn.ReLU(inplace=True),
+            deconv(hc, hc),
+            nn.ReLU(inplace=True),
             conv(hc, hc, 3, 1),
         )
         self.param_nets = nn.ModuleList(
             nn.Sequential(
-                conv(hc + SLICE_CHANNELS * i, 128, 1, 1), nn.ReLU(inplace=True),
-                conv(128, 128, 3, 1), nn.ReLU(inplace=True),
+                conv(hc + SLICE_CHANNELS * i, 128, 1, 1),
+                nn.ReLU(inplace=True),
+                conv(128, 128, 3, 1),
+                nn.ReLU(inplace=True),
                 conv(128, 2 * SLICE_CHANNELS, 1, 1),
             )
             for i in range(slices)
         )
         self.lrp_nets = nn.ModuleList(
             nn.Sequential(
-                conv(hc + SLICE_CHANNELS * (i + 1), 96, 1, 1), nn.ReLU(inplace=True),
+                conv(hc + SLICE_CHANNELS * (i + 1), 96, 1, 1),
+                nn.ReLU(inplace=True),
                 conv(96, SLICE_CHANNELS, 3, 1),
             )
             for i in range(slices)
@@ -106,7 +115,15 @@ class SliceLatentCodec(nn.Module):
 
     def update(self) -> None:
         """Recompute the integer CDF tables from the current weights (after training)."""
-        self.entropy_bottleneck.update(force=True, update_quantiles=True)
+        eb = self.entropy_bottleneck
+        with torch.no_grad():
+            median = eb.quantiles[:, :, 1].clone()
+            eb._update_quantiles()  # search the tails of the learned density exactly
+            eb.quantiles[:, :, 1] = median  # keep the median training rounded z around
+            lo, hi = eb.quantiles[:, :, 0], eb.quantiles[:, :, 2]
+            eb.quantiles[:, :, 0] = torch.minimum(lo, median - 0.5)
+            eb.quantiles[:, :, 2] = torch.maximum(hi, median + 0.5)
+        eb.update(force=True)
         self.gaussian_conditional.update_scale_table(scale_table(), force=True)
         self._tables = None
 
@@ -131,7 +148,8 @@ class SliceLatentCodec(nn.Module):
                 raise RuntimeError("entropy tables missing: call update() after training")
             self._tables = tuple(
                 CategoricalTables(
-                    m._quantized_cdf.cpu().numpy(), m._cdf_length.cpu().numpy(),
+                    m._quantized_cdf.cpu().numpy(),
+                    m._cdf_length.cpu().numpy(),
                     m._offset.cpu().numpy(),
                 )
                 for m in (eb, gc)

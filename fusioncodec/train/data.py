@@ -35,10 +35,13 @@ def _bsds(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return items
 
 
-def _coco(images_dir: Path, annotations: Path, skip: set[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    from pycocotools.coco import COCO  # noqa: PLC0415 - heavy, only for this source
+def _coco(
+    images_dir: Path, annotations: Path, skip: set[str]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     import contextlib
     import io
+
+    from pycocotools.coco import COCO  # noqa: PLC0415 - heavy, only for this source
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(annotations))

@@ -67,7 +67,9 @@ def _trainable(model: nn.Module, stage: str) -> list[nn.Parameter]:
     return list(model.parameters())
 
 
-def _step_losses(model: nn.Module, stage: str, x: torch.Tensor, mask: torch.Tensor, codec: CodecConfig) -> dict:
+def _step_losses(
+    model: nn.Module, stage: str, x: torch.Tensor, mask: torch.Tensor, codec: CodecConfig
+) -> dict:
     b, _, h, w = x.shape
     levels = codec.levels - 1
     logs: dict[str, torch.Tensor] = {}
@@ -130,7 +132,7 @@ def train(cfg: TrainConfig) -> Path:
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"], strict=False)
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
     model = model.to(memory_format=torch.channels_last).train()
@@ -146,8 +148,13 @@ def train(cfg: TrainConfig) -> Path:
     def save() -> None:
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "elapsed": elapsed, "config": {**asdict(cfg), "codec": cfg.codec.to_dict()}},
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "elapsed": elapsed,
+                "config": {**asdict(cfg), "codec": cfg.codec.to_dict()},
+            },
             tmp,
         )
         tmp.replace(ckpt_path)
@@ -170,9 +177,11 @@ def train(cfg: TrainConfig) -> Path:
         step += 1
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
+        sums["n"] = sums.get("n", 0) + 1
         if step % cfg.log_every == 0:
+            n = sums.pop("n")
             row = {"step": step, "minutes": round(elapsed / 60, 2), "lr": cfg.lr * lr_scale}
-            row |= {k: round(v / cfg.log_every, 4) for k, v in sums.items()}
+            row |= {k: round(v / n, 4) for k, v in sums.items()}
             log.write(json.dumps(row) + "\n")
             log.flush()
             sums = {}

@@ -1,0 +1,122 @@
+"""Training runs end to end on a tiny model: edge targets, losses, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from fusioncodec.cli import cli
+from fusioncodec.train.edges import EDGE_WIDTH, edge_band, label_boundaries, mask_boundaries
+from fusioncodec.train.losses import edge_mse, lambda_at
+
+
+def test_label_boundaries_mark_both_sides_of_a_change() -> None:
+    labels = np.zeros((6, 6), np.uint16)
+    labels[:, 3:] = 1
+    edges = label_boundaries(labels)
+    assert edges[:, 2].all() and edges[:, 3].all()
+    assert not edges[:, [0, 1, 4, 5]].any()
+
+
+def test_edge_band_has_the_documented_width() -> None:
+    thin = np.zeros((21, 21), bool)
+    thin[:, 10] = True
+    band = edge_band(thin)
+    assert band[10].sum() == EDGE_WIDTH
+    assert band.dtype == np.uint8
+
+
+def test_mask_boundaries_union_of_instances() -> None:
+    a = np.zeros((10, 10), np.uint8)
+    a[2:5, 2:5] = 1
+    b = np.zeros((10, 10), np.uint8)
+    b[6:9, 6:9] = 1
+    edges = mask_boundaries([a, b], (10, 10))
+    assert edges[2, 2] and edges[6, 6] and not edges[0, 0] and not edges[3, 3]
+
+
+def test_edge_mse_ignores_pixels_off_the_mask() -> None:
+    x = torch.zeros(1, 3, 4, 4)
+    x_hat = x.clone()
+    x_hat[..., 0, :] = 1.0  # error only on the first row
+    mask = torch.zeros(1, 1, 4, 4)
+    assert edge_mse(x_hat, x, mask + 0).item() == 0.0  # empty mask: nothing counted
+    mask[..., 1:, :] = 1
+    assert edge_mse(x_hat, x, mask).item() == 0.0  # error lies off the edges
+    mask[..., 0, :] = 1
+    assert edge_mse(x_hat, x, mask).item() == pytest.approx(0.25)
+
+
+def test_lambda_interpolates_geometrically() -> None:
+    lams = [0.001, 0.01, 0.1]
+    got = lambda_at(lams, torch.tensor([0.0, 0.5, 1.0, 2.0, 5.0]))
+    assert torch.allclose(got, torch.tensor([0.001, 0.01**0.5 * 0.001**0.5, 0.01, 0.1, 0.1]))
+
+
+def _fake_train_root(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    folder = root / "bsds500" / "train"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        img = (rng.random((70, 90, 3)) * 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{i}.jpg")
+        edges = np.zeros((70, 90), np.uint8)
+        edges[:, 40] = 255
+        Image.fromarray(edges).save(folder / f"{i}_boundaries.png")
+    return root
+
+
+@pytest.mark.parametrize("stage", ["joint", "baseline"])
+def test_train_command_runs_checkpoints_and_resumes(tmp_path: Path, stage: str) -> None:
+    root = _fake_train_root(tmp_path / "data")
+    out = tmp_path / "runs" / stage
+    args = [
+        "train",
+        stage,
+        "--out",
+        str(out),
+        "--data",
+        str(root),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--crop",
+        "64",
+        "--n",
+        "8",
+        "--slices",
+        "2",
+        "--m",
+        "1",
+        "--threads",
+        "1",
+    ]
+    runner = CliRunner()
+    result = runner.invoke(cli, args, env={"GLIBC_TUNABLES": "set"})
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == 2
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log == [] or all(np.isfinite(row["loss"]) for row in log)
+    args[args.index("--steps") + 1] = "3"
+    result = runner.invoke(cli, args, env={"GLIBC_TUNABLES": "set"})
+    assert result.exit_code == 0, result.output
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
+
+
+def test_train_refuses_test_sets(tmp_path: Path) -> None:
+    root = _fake_train_root(tmp_path / "kodak")
+    result = CliRunner().invoke(
+        cli,
+        ["train", "machine", "--out", str(tmp_path / "r"), "--data", str(root)],
+        env={"GLIBC_TUNABLES": "set"},
+    )
+    assert result.exit_code != 0
+    assert "test set" in result.output
