@@ -106,6 +106,8 @@ class Codec:
         if "machine" not in layers or not set(layers) <= set(LAYER_KINDS):
             raise ValueError("layers must be ('machine',) or ('machine', 'human')")
         human_quality = quality if human_quality is None else human_quality
+        # The file stores qualities as float32: use exactly those values on both sides.
+        quality, human_quality = float(np.float32(quality)), float(np.float32(human_quality))
         width, height = image.size
         x = to_tensor(image, self.device)
         payload, _ = _encode_latent(

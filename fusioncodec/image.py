@@ -25,8 +25,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
             top = 1.0
         grey = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    if mode == "P":
-        image = image.convert("RGBA")
+    if mode in ("P", "PA", "La", "RGBa") or "transparency" in image.info:
+        image = image.convert("RGBA")  # palette alpha, colour keys, premultiplied alpha
     elif mode not in ("RGB", "RGBA", "L", "LA"):
         image = image.convert("RGB")
     if image.mode in ("RGBA", "LA"):

@@ -160,11 +160,13 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
     for module in model.modules():
         if isinstance(module, SliceLatentCodec):
             module.update()
-    params = {name for name, _ in model.named_parameters()}
+    # Parameters go to fp16, except the factorized prior's quantiles: the CDF tables were
+    # built from their exact values. Buffers (bounds, tables) stay exact as well.
+    params = {n for n, _ in model.named_parameters() if not n.endswith("quantiles")}
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().contiguous()
-        state[k] = v.half() if half and k in params else v  # buffers (bounds, tables) stay exact
+        state[k] = v.half() if half and k in params else v
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"fusioncodec": json.dumps(card)})

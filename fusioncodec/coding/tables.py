@@ -58,7 +58,8 @@ class CategoricalTables:
         The returned array equals ``values`` except where a value had to be clipped to the
         escape range, so the caller reconstructs exactly what the decoder will.
         """
-        values = np.clip(values.astype(np.int64), -ESCAPE_RANGE, ESCAPE_RANGE - 1)
+        values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+        values = np.clip(values, -ESCAPE_RANGE, ESCAPE_RANGE - 1).astype(np.int64)
         indexes = indexes.astype(np.int64)
         categories = values - self.offset[indexes]
         escape = self.escape[indexes]

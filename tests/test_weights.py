@@ -1,0 +1,256 @@
+"""Tests for weight files (fusioncodec.weights): export/load round trip, identity, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from fusioncodec.codec import Codec
+from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
+from fusioncodec.weights import (
+    LoadedModel,
+    WeightsError,
+    export,
+    identity_of,
+    load,
+    load_weights_into,
+    read_card,
+)
+
+CONFIG = CodecConfig(n=8, slices=2, m=1, hyper_channels=16, z_channels=8)
+TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a loaded 2-core machine torch's thread pool is ~100x slower.
+    Encoder and decoder still share the setting, as bit-exactness requires."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def card(name: str = "weights-test", kind: str = "scalable") -> dict:
+    return {"name": name, "kind": kind, "config": CONFIG.to_dict(), "notes": "unit test ✓"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """A model exported once: its parameters before export, the model after, the file."""
+    torch.manual_seed(123)
+    model = ScalableCodec(CONFIG)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    path = tmp_path_factory.mktemp("exported") / "weights-test.safetensors"
+    identity = export(model, card(), path)
+    return {"model": model, "before": before, "path": path, "identity": identity}
+
+
+@pytest.fixture(scope="module")
+def loaded(exported) -> LoadedModel:
+    return load(exported["path"])
+
+
+def test_round_trip_keeps_fp16_rounded_parameters(exported, loaded):
+    model = exported["model"]
+    params = dict(loaded.model.named_parameters())
+    assert params.keys() == dict(model.named_parameters()).keys()
+    for name, value in model.named_parameters():
+        assert params[name].dtype == torch.float32
+        if name.endswith("entropy_bottleneck.quantiles"):
+            # re-estimated by export from the fp16 weights and stored exactly (fp32)
+            assert torch.equal(params[name], value.detach()), name
+            continue
+        assert torch.equal(params[name], value.detach().half().float()), name
+        assert torch.equal(params[name], exported["before"][name].half().float()), name
+
+
+def test_round_trip_keeps_buffers_and_tables_exactly(exported, loaded):
+    params = {name for name, _ in exported["model"].named_parameters()}
+    saved = exported["model"].state_dict()
+    restored = loaded.model.state_dict()
+    assert saved.keys() == restored.keys()
+    table_keys = [k for k in saved if k.rsplit(".", 1)[-1] in TABLE_BUFFERS]
+    assert len(table_keys) == 2 * 7  # 2 latent codecs x (bottleneck 3 + gaussian 4)
+    for key in saved:
+        if key not in params:
+            assert saved[key].dtype == restored[key].dtype, key
+            assert torch.equal(saved[key], restored[key]), key
+    for original, copy in zip(
+        exported["model"].latent_codecs(), loaded.model.latent_codecs(), strict=True
+    ):
+        for a, b in zip(original.tables(), copy.tables(), strict=True):
+            assert len(a) == len(b) > 0
+            assert (a.offset == b.offset).all() and (a.escape == b.escape).all()
+
+
+def test_file_stores_fp16_weights_and_exact_tables(exported):
+    params = {name for name, _ in exported["model"].named_parameters()}
+    with safe_open(str(exported["path"]), framework="pt") as f:
+        keys = list(f.keys())
+        for key in keys:
+            dtype = f.get_slice(key).get_dtype()
+            if key.endswith("quantiles"):
+                assert dtype == "F32", key  # the CDF tables were built from these exactly
+            elif key in params:
+                assert dtype == "F16", key
+            elif key.endswith(("_quantized_cdf", "_offset", "_cdf_length")):
+                assert dtype == "I32", key
+    assert set(keys) == set(exported["model"].state_dict())
+
+
+def test_shipped_tables_match_loaded_quantiles(exported):
+    fresh = load(exported["path"])  # update() below changes the model: not the shared one
+    for latent in fresh.model.latent_codecs():
+        eb = latent.entropy_bottleneck
+        shipped = (eb._quantized_cdf.clone(), eb._offset.clone(), eb._cdf_length.clone())
+        eb.update(force=True)  # tables from the quantiles the decoder actually loaded
+        assert torch.equal(shipped[0], eb._quantized_cdf)
+        assert torch.equal(shipped[1], eb._offset)
+        assert torch.equal(shipped[2], eb._cdf_length)
+
+
+def test_loaded_model_reports_card(exported, loaded):
+    assert loaded.card == card()
+    assert loaded.name == "weights-test"
+    assert loaded.kind == "scalable"
+    assert loaded.config == CONFIG
+    assert isinstance(loaded.model, ScalableCodec)
+    assert not loaded.model.training
+    assert read_card(exported["path"]) == card()
+
+
+def test_card_written_as_json_beside_the_file(exported):
+    beside = exported["path"].with_suffix(".json")
+    assert beside.name == "weights-test.json"
+    assert json.loads(beside.read_text()) == card()
+    assert not exported["path"].with_suffix(".tmp").exists()
+
+
+def test_identity_stable_for_same_file_and_copies(exported, loaded, tmp_path):
+    identity = exported["identity"]
+    assert isinstance(identity, bytes) and len(identity) == 16
+    assert identity_of(exported["path"]) == identity == loaded.identity
+    assert identity_of(exported["path"]) == identity  # same file, asked again
+    copy = tmp_path / "renamed.safetensors"
+    shutil.copy(exported["path"], copy)
+    assert identity_of(copy) == identity
+    assert load(copy).identity == identity
+
+
+def test_export_is_deterministic(exported, tmp_path):
+    """Exporting the same (already exported) weights again writes the same bytes."""
+    again = tmp_path / "again.safetensors"
+    assert export(exported["model"], card(), again) == exported["identity"]
+    assert again.read_bytes() == exported["path"].read_bytes()
+
+
+def test_identity_differs_for_different_model(exported, tmp_path):
+    torch.manual_seed(7)
+    other = tmp_path / "other.safetensors"
+    assert export(ScalableCodec(CONFIG), card(), other) != exported["identity"]
+    # same weights under another card is another file, hence another identity
+    renamed = tmp_path / "renamed.safetensors"
+    assert export(exported["model"], card("renamed"), renamed) != exported["identity"]
+
+
+def test_baseline_kind_round_trip(tmp_path):
+    torch.manual_seed(5)
+    model = SingleLayerCodec(CONFIG, CONFIG.human_lambdas)
+    path = tmp_path / "baseline.safetensors"
+    export(model, card("baseline-test", "baseline"), path)
+    loaded = load(path, kind="baseline")
+    assert loaded.kind == "baseline" and isinstance(loaded.model, SingleLayerCodec)
+    for name, value in model.named_parameters():
+        stored = value.detach() if name.endswith("quantiles") else value.detach().half().float()
+        assert torch.equal(dict(loaded.model.named_parameters())[name], stored), name
+    with pytest.raises(ValueError, match="not a scalable codec"):
+        Codec(loaded, "cpu")
+
+
+def test_load_weights_into(exported, loaded):
+    """Initialising a fresh model from a file gives the same state as load()."""
+    model = ScalableCodec(CONFIG)
+    load_weights_into(model, exported["path"])
+    expected = loaded.model.state_dict()
+    for name, value in model.state_dict().items():
+        assert value.dtype == expected[name].dtype and torch.equal(value, expected[name]), name
+    for latent in model.latent_codecs():
+        assert all(len(tables) > 0 for tables in latent.tables())
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def expect_weights_error(path: Path, *fragments: str) -> str:
+    with pytest.raises(WeightsError) as info:
+        load(path)
+    message = str(info.value)
+    assert "\n" not in message and message.strip() == message
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message
+    return message
+
+
+def test_missing_file(tmp_path):
+    expect_weights_error(tmp_path / "nope.safetensors", "not found")
+    with pytest.raises(WeightsError, match="not found"):
+        Codec.from_file(tmp_path / "nope.safetensors", "cpu")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not a weight file at all" * 4,
+        b'{"weights": [1, 2, 3]}',
+        bytes(range(256)) * 4,
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}",
+    ],
+    ids=["empty", "text", "json", "binary", "tiny-header"],
+)
+def test_not_a_safetensors_file(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    message = expect_weights_error(path)
+    assert "safetensors" in message or "card" in message
+
+
+@pytest.mark.parametrize("metadata", [None, {"format": "pt"}, {"fusioncodec_card": "{}"}])
+def test_safetensors_without_card(tmp_path, metadata):
+    path = tmp_path / "nocard.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path), metadata=metadata)
+    expect_weights_error(path, "card")
+
+
+def test_a_directory_is_not_weights(tmp_path):
+    with pytest.raises(WeightsError):
+        load(tmp_path)
+
+
+def test_unknown_kind(tmp_path):
+    path = tmp_path / "weird.safetensors"
+    bad = {"name": "x", "kind": "weird", "config": CONFIG.to_dict()}
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"fusioncodec": json.dumps(bad)})
+    with pytest.raises(WeightsError, match="unknown model kind"):
+        load(path)
+
+
+@pytest.mark.parametrize("problem", ["bad-json", "missing-kind", "wrong-tensors"])
+def test_malformed_card_or_tensors(tmp_path, problem):
+    """A card that is not JSON, lacks a key, or does not describe the stored tensors."""
+    path = tmp_path / f"{problem}.safetensors"
+    meta = {
+        "bad-json": "{not json",
+        "missing-kind": json.dumps({"name": "x", "config": CONFIG.to_dict()}),
+        "wrong-tensors": json.dumps(card()),
+    }[problem]
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"fusioncodec": meta})
+    expect_weights_error(path)
