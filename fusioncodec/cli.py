@@ -106,8 +106,46 @@ def _show(path: str | Path | None) -> str:
 # --------------------------------------------------------------------------- the group
 
 
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (module, attribute, one-line help) -- imported only when the command runs
+    "masks": ("fusioncodec.train.masks_cli", "masks", "Make edge-mask training targets."),
+    "eval": ("fusioncodec.eval.cli", "eval_group", "Rate-distortion and detector evaluation."),
+    "bench": ("fusioncodec.eval.bench_cli", "bench", "Speed, memory and rate benchmark."),
+}
+
+
 class FcodecGroup(click.Group):
-    """Command group that reports stray ``ValueError``/``OSError`` as one-line errors."""
+    """Command group that reports stray ``ValueError``/``OSError`` as one-line errors.
+
+    Commands in :data:`LAZY_COMMANDS` live in their own modules and are imported only when
+    invoked (or when their own ``--help`` is shown), so start-up stays instant.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module, attr, short = LAZY_COMMANDS[cmd_name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                reason = f"fcodec {cmd_name} is not available here ({_reason(exc)})"
+
+                def unavailable() -> None:
+                    raise CliError(reason)
+
+                return click.Command(cmd_name, callback=unavailable, help=f"{short} (unavailable)")
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str(60)) for name, cmd in self.commands.items()]
+        rows += [(name, short) for name, (_, _, short) in LAZY_COMMANDS.items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
