@@ -825,6 +825,13 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
     default=None,
     help="Training images (bsds500/, coco_*/). Default: $FUSIONCODEC_SHARED/data/train.",
 )
+@click.option(
+    "--masks",
+    "mask_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Edge-mask folder from 'fcodec masks' (repeatable). Default: built-in sources.",
+)
 @click.option("--init", metavar="PATH", help="Start from these weights (e.g. a machine codec).")
 @click.option("--minutes", type=float, default=60.0, show_default=True)
 @click.option("--steps", type=int, default=1_000_000, show_default=True)
@@ -839,6 +846,7 @@ def train(
     stage: str,
     out_dir: str,
     train_root: str | None,
+    mask_dirs: tuple[str, ...],
     init: str | None,
     minutes: float,
     steps: int,
@@ -876,6 +884,7 @@ def train(
             shared=shared if shared.is_dir() else None,
             codec=codec,
             init=Path(init) if init else None,
+            mask_dirs=[Path(d) for d in mask_dirs],
             batch=batch,
             crop=crop,
             lr=lr,

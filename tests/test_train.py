@@ -120,3 +120,44 @@ def test_train_refuses_test_sets(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "test set" in result.output
+
+
+def test_train_reads_mask_folders_from_fcodec_masks(tmp_path: Path) -> None:
+    root = _fake_train_root(tmp_path / "data")
+    masks = tmp_path / "masks"
+    runner = CliRunner()
+    made = runner.invoke(
+        cli,
+        ["masks", "--source", "boundaries", "--images", str(root / "bsds500"), "--out", str(masks)],
+    )
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "runs" / "machine"
+    args = [
+        "train",
+        "machine",
+        "--out",
+        str(out),
+        "--data",
+        str(root),
+        "--masks",
+        str(masks),
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--crop",
+        "64",
+        "--n",
+        "8",
+        "--slices",
+        "2",
+        "--m",
+        "1",
+    ]
+    result = runner.invoke(cli, args, env={"GLIBC_TUNABLES": "set"})
+    assert result.exit_code == 0, result.output
+    caches = list(out.parent.glob("edges-*.npz"))
+    assert len(caches) == 1
+    with np.load(caches[0]) as packed:
+        assert len(packed["shapes"]) == 3
+        assert packed["masks"].max() == 1 and 0 < packed["masks"].mean() < 0.5

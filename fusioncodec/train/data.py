@@ -68,6 +68,21 @@ def _label_maps(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return items
 
 
+def _mask_folder(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Images with the edge masks ``fcodec masks`` wrote into ``folder`` (its manifest)."""
+    from fusioncodec.train.masks import read_manifest  # noqa: PLC0415
+
+    rows = read_manifest(folder)
+    if not rows:
+        raise ValueError(f"{folder} has no manifest.jsonl from 'fcodec masks'")
+    items = []
+    for key in sorted(rows):
+        row = rows[key]
+        mask = np.asarray(Image.open(folder / row["mask"])) > 0
+        items.append((_rgb(folder / row["image"]), mask.astype(np.uint8)))
+    return items
+
+
 def coco128_names(shared: Path) -> set[str]:
     path = shared / "data" / "coco128" / "instances.json"
     if not path.exists():
@@ -75,10 +90,20 @@ def coco128_names(shared: Path) -> set[str]:
     return {im["file_name"] for im in json.loads(path.read_text())["images"]}
 
 
-def build_edge_dataset(train_root: Path, shared: Path | None = None) -> dict[str, np.ndarray]:
-    """All training images with edge masks: BSDS500 boundaries and COCO instance edges."""
-    if any(part in FORBIDDEN for part in train_root.resolve().parts):
-        raise ValueError(f"refusing to train on a test set: {train_root}")
+def build_edge_dataset(
+    train_root: Path, shared: Path | None = None, mask_dirs: list[Path] | None = None
+) -> dict[str, np.ndarray]:
+    """Training images with edge masks.
+
+    With ``mask_dirs``: the folders written by ``fcodec masks`` (SAM, COCO, label maps).
+    Otherwise the built-in sources under ``train_root``: BSDS500 boundary maps and COCO
+    instance edges (coco128 images are always left out).
+    """
+    for root in [train_root, *(mask_dirs or [])]:
+        if any(part.lower() in FORBIDDEN for part in Path(root).resolve().parts):
+            raise ValueError(f"refusing to train on a test set: {root}")
+    if mask_dirs:
+        return pack([item for folder in mask_dirs for item in _mask_folder(Path(folder))])
     skip = coco128_names(shared) if shared else set()
     items = _bsds(train_root / "bsds500")
     for sub in ("coco_tiny", "coco_mini"):
@@ -132,11 +157,14 @@ class CropSampler:
         return x.contiguous(memory_format=torch.channels_last), m
 
 
-def load_or_build(cache: Path, train_root: Path, shared: Path | None) -> dict[str, np.ndarray]:
+def load_or_build(
+    cache: Path, train_root: Path, shared: Path | None, mask_dirs: list[Path] | None = None
+) -> dict[str, np.ndarray]:
+    """The packed training set, built once and cached at ``cache`` (an .npz file)."""
     if cache.exists():
         with np.load(cache) as data:
             return {k: data[k] for k in data.files}
-    packed = build_edge_dataset(train_root, shared)
+    packed = build_edge_dataset(train_root, shared, mask_dirs)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, **packed)

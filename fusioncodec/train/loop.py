@@ -14,6 +14,7 @@ continues from the latest one. Logs are JSON lines.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,6 +41,7 @@ class TrainConfig:
     shared: Path | None = None
     codec: CodecConfig = field(default_factory=CodecConfig)
     init: Path | None = None  # weights (safetensors) to start from, e.g. a trained machine codec
+    mask_dirs: list[Path] = field(default_factory=list)  # 'fcodec masks' folders; else built-in
     batch: int = 8
     crop: int = 128
     lr: float = 2e-4
@@ -138,7 +140,9 @@ def train(cfg: TrainConfig) -> Path:
     model = model.to(memory_format=torch.channels_last).train()
     if cfg.stage == "human":
         model.machine.eval()
-    packed = load_or_build(cfg.out.parent / "edges.npz", cfg.train_root, cfg.shared)
+    sources = json.dumps([str(cfg.train_root.resolve()), *map(str, cfg.mask_dirs)])
+    cache = cfg.out.parent / f"edges-{hashlib.sha1(sources.encode()).hexdigest()[:10]}.npz"
+    packed = load_or_build(cache, cfg.train_root, cfg.shared, cfg.mask_dirs)
     sampler = CropSampler(packed, cfg.crop, seed=cfg.seed + step)
     log = (cfg.out / "log.jsonl").open("a")
     stop = {"now": False}
