@@ -842,6 +842,7 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
 @click.option("--n", "n", type=int, default=96, show_default=True, help="Transform channels.")
 @click.option("--slices", type=int, default=5, show_default=True, help="S, machine slices.")
 @click.option("--m", "m", type=int, default=4, show_default=True, help="m, human slices.")
+@device_option
 def train(
     stage: str,
     out_dir: str,
@@ -857,6 +858,7 @@ def train(
     n: int,
     slices: int,
     m: int,
+    device: str,
 ) -> None:
     """Train (or resume, if DIR has a checkpoint) one STAGE of the codec.
 
@@ -885,6 +887,7 @@ def train(
             codec=codec,
             init=Path(init) if init else None,
             mask_dirs=[Path(d) for d in mask_dirs],
+            device=device,
             batch=batch,
             crop=crop,
             lr=lr,

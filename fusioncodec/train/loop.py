@@ -52,6 +52,7 @@ class TrainConfig:
     log_every: int = 50
     threads: int = 0
     seed: int = 0
+    device: str = "auto"  # cpu, cuda or auto
 
 
 def build_model(stage: str, codec: CodecConfig) -> nn.Module:
@@ -77,13 +78,13 @@ def _step_losses(
     logs: dict[str, torch.Tensor] = {}
     total = x.new_zeros(())
     if stage == "baseline":
-        q = torch.rand(b) * levels
+        q = torch.rand(b, device=x.device) * levels
         out = model(x, q)
         bpp, dist = bits_per_pixel(out["likelihoods"], h * w), mse(out["x_hat"], x)
         total = rd_loss(bpp, dist, lambda_at(codec.human_lambdas, q))
         aux = model.latent.entropy_bottleneck.loss()
         return {"loss": total, "aux": aux, "bpp": bpp.mean(), "psnr": psnr(dist).mean()}
-    q_m = torch.rand(b) * levels
+    q_m = torch.rand(b, device=x.device) * levels
     if stage in ("machine", "joint"):
         m_out = model.machine(x, q_m)
         m_bpp = bits_per_pixel(m_out["likelihoods"], h * w)
@@ -95,7 +96,7 @@ def _step_losses(
         with torch.no_grad():
             y_machine = model.machine(x, q_m)["y_hat"]
     if stage in ("human", "joint"):
-        q_h = torch.rand(b) * levels
+        q_h = torch.rand(b, device=x.device) * levels
         y_add, lik = model.additional(x, q_h)
         x_h = model.human(y_machine, y_add)
         h_bpp, h_dist = bits_per_pixel(lik, h * w), mse(x_h, x)
@@ -137,7 +138,10 @@ def train(cfg: TrainConfig) -> Path:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
-    model = model.to(memory_format=torch.channels_last).train()
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
+    model = model.to(device, memory_format=torch.channels_last).train()
     if cfg.stage == "human":
         model.machine.eval()
     sources = json.dumps([str(cfg.train_root.resolve()), *map(str, cfg.mask_dirs)])
@@ -172,7 +176,7 @@ def train(cfg: TrainConfig) -> Path:
             break
         lr_scale = 0.1 if progress >= cfg.decay_at else 1.0
         optimizer.param_groups[0]["lr"] = cfg.lr * lr_scale
-        x, mask = sampler.batch(cfg.batch)
+        x, mask = (t.to(device, non_blocking=True) for t in sampler.batch(cfg.batch))
         losses = _step_losses(model, cfg.stage, x, mask, cfg.codec)
         optimizer.zero_grad(set_to_none=True)
         (losses["loss"] + losses["aux"]).backward()

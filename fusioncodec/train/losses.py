@@ -27,7 +27,7 @@ def edge_mse(x_hat: Tensor, x: Tensor, mask: Tensor) -> Tensor:
 
 def lambda_at(lambdas: list[float], q: Tensor) -> Tensor:
     """Lambda for continuous quality index q in [0, levels-1] (geometric interpolation)."""
-    table = torch.tensor(lambdas, dtype=torch.float32).log()
+    table = torch.tensor(lambdas, dtype=torch.float32, device=q.device).log()
     q = q.clamp(0, len(lambdas) - 1)
     lo = q.floor().clamp(max=len(lambdas) - 2).long()
     t = q - lo

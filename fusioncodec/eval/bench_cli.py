@@ -1,0 +1,197 @@
+"""``fcodec bench``: speed, memory and rate benchmark (see :mod:`fusioncodec.eval.bench`).
+
+Imported lazily by ``fcodec`` (``LAZY_COMMANDS``); torch and the codec load only when the
+command runs, so ``fcodec bench --help`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+
+import click
+
+from fusioncodec.cli import CliError, weights_option
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
+    if value is None:
+        return None
+    from fusioncodec.eval.bench import BenchError, parse_size
+
+    try:
+        return parse_size(value)
+    except BenchError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _write_json(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temporary file beside it, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@click.command("bench")
+@click.option(
+    "--image",
+    metavar="PATH",
+    help="Image to code. Default: $FUSIONCODEC_SHARED/data/kodak/kodim01.png "
+    "(shared: ../shared beside the repository).",
+)
+@click.option(
+    "--size",
+    metavar="WxH",
+    callback=_size,
+    help="Use a synthetic test image of this size instead (gradients, noise, edges; seeded).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --size image.")
+@weights_option
+@click.option("-q", "--quality", type=float, default=4.0, show_default=True, help="Quality (1-8).")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "all"]),
+    default="all",
+    show_default=True,
+    help="all: cpu, and cuda when torch sees one.",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Warm runs per measurement (median; one untimed warm-up first).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    help="torch CPU threads, also OMP_NUM_THREADS of the cold runs (0: torch's default).",
+)
+@click.option(
+    "--cold/--no-cold",
+    default=True,
+    show_default=True,
+    help="Also time fresh `fcodec encode/decode/info/--help` processes (start-up included).",
+)
+@click.option(
+    "--cold-repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cold runs per measurement (median); --help and info use at least 3.",
+)
+@click.option(
+    "--compressai/--no-compressai",
+    default=True,
+    show_default=True,
+    help="Compare with CompressAI's mbt2018-mean (N=192, M=320) on the same image and device.",
+)
+@click.option(
+    "--compressai-weights",
+    metavar="PATH",
+    help="mbt2018-mean state dict (.pth/.pth.tar/.safetensors). Default: random init "
+    "(fair transform speed, not entropy-coding speed or size).",
+)
+@click.option(
+    "--train",
+    is_flag=True,
+    help="Also measure training iterations/hour per stage (machine, human, joint, baseline).",
+)
+@click.option(
+    "--train-steps",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed training steps per stage (median; one warm-up step first).",
+)
+@click.option(
+    "--train-batch", type=click.IntRange(min=1), default=8, show_default=True, help="Batch size."
+)
+@click.option(
+    "--train-crop",
+    type=click.IntRange(min=64),
+    default=256,
+    show_default=True,
+    help="Side of the square training crops.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not a table.")
+@click.option("--out", metavar="FILE", help="Also write the report as JSON to FILE.")
+def bench(
+    image: str | None,
+    size: tuple[int, int] | None,
+    seed: int,
+    weights: str | None,
+    quality: float,
+    device: str,
+    repeat: int,
+    threads: int,
+    cold: bool,
+    cold_repeat: int,
+    compressai: bool,
+    compressai_weights: str | None,
+    train: bool,
+    train_steps: int,
+    train_batch: int,
+    train_crop: int,
+    as_json: bool,
+    out: str | None,
+) -> None:
+    """Encode/decode speed (warm and cold), peak memory and rate accuracy.
+
+    Per device: seconds and MP/s of encode (machine layer, both layers) and decode (machine,
+    human), peak RSS and CUDA memory per phase, coded bits against the entropy models'
+    estimate, and the ratio to CompressAI's mbt2018-mean on the same image and device.
+    """
+    from fusioncodec.eval.bench import BenchError, BenchOptions, format_report, run_bench, to_json
+
+    out_path = Path(out) if out else None
+    if out_path is not None:
+        if out_path.is_dir():
+            raise CliError(f"--out {out}: is a directory")
+        if not out_path.parent.is_dir():
+            raise CliError(f"--out {out}: no such directory {out_path.parent}")
+    opts = BenchOptions(
+        image=Path(image) if image else None,
+        size=size,
+        seed=seed,
+        weights=Path(weights) if weights else None,
+        quality=quality,
+        device=device,
+        repeat=repeat,
+        threads=threads,
+        cold=cold,
+        cold_repeat=cold_repeat,
+        compressai=compressai,
+        compressai_weights=Path(compressai_weights) if compressai_weights else None,
+        train=train,
+        train_steps=train_steps,
+        train_batch=train_batch,
+        train_crop=train_crop,
+    )
+    progress = sys.stderr.isatty()
+
+    def log(message: str) -> None:
+        if progress:
+            click.echo(f"bench: {message}", err=True)
+
+    try:
+        report = run_bench(opts, log)
+    except BenchError as exc:
+        raise CliError(str(exc)) from None
+    text = to_json(report)
+    click.echo(text if as_json else format_report(report))
+    if out_path is not None:
+        try:
+            _write_json(out_path, text)
+        except OSError as exc:
+            raise CliError(f"--out {out}: {exc.strerror or exc}") from None
