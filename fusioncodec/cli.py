@@ -842,6 +842,11 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
 @click.option("--n", "n", type=int, default=96, show_default=True, help="Transform channels.")
 @click.option("--slices", type=int, default=5, show_default=True, help="S, machine slices.")
 @click.option("--m", "m", type=int, default=4, show_default=True, help="m, human slices.")
+@click.option(
+    "--val", "val_dir", metavar="DIR", help="Held-out images coded for real during training."
+)
+@click.option("--val-count", type=int, default=4, show_default=True)
+@click.option("--validate-minutes", type=float, default=15.0, show_default=True)
 @device_option
 def train(
     stage: str,
@@ -858,6 +863,9 @@ def train(
     n: int,
     slices: int,
     m: int,
+    val_dir: str | None,
+    val_count: int,
+    validate_minutes: float,
     device: str,
 ) -> None:
     """Train (or resume, if DIR has a checkpoint) one STAGE of the codec.
@@ -877,6 +885,15 @@ def train(
     root = Path(train_root) if train_root else shared / "data" / "train"
     if not root.is_dir():
         raise CliError(f"training data not found: {root}")
+    val_images: list[Path] = []
+    if val_dir:
+        from fusioncodec.train.data import FORBIDDEN, image_files
+
+        if any(part.lower() in FORBIDDEN for part in Path(val_dir).resolve().parts):
+            raise CliError(f"refusing to select models on a test set: {_show(val_dir)}")
+        val_images = image_files(Path(val_dir))[:val_count]
+        if not val_images:
+            raise CliError(f"no validation images in {_show(val_dir)}")
     try:
         codec = CodecConfig(n=n, slices=slices, m=m)
         config = TrainConfig(
@@ -888,6 +905,8 @@ def train(
             init=Path(init) if init else None,
             mask_dirs=[Path(d) for d in mask_dirs],
             device=device,
+            val_images=val_images,
+            validate_minutes=validate_minutes,
             batch=batch,
             crop=crop,
             lr=lr,
@@ -899,6 +918,42 @@ def train(
     except (ValueError, OSError) as exc:
         raise CliError(_reason(exc)) from None
     click.echo(f"checkpoint: {checkpoint}", err=True)
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--kind", type=click.Choice(["scalable", "baseline"]), required=True)
+@click.option("--name", required=True, help="Model name; writes NAME.safetensors and NAME.json.")
+@click.option("--out", "out_dir", default=None, metavar="DIR", help="Default: the models folder.")
+@click.option("--results", multiple=True, metavar="JSON", help="Measured results for the card.")
+@click.option("--notes", default="", help="Free text for the model card.")
+@force_option
+def export_command(
+    checkpoint: str,
+    kind: str,
+    name: str,
+    out_dir: str | None,
+    results: tuple[str, ...],
+    notes: str,
+    force: bool,
+) -> None:
+    """Export a training CHECKPOINT as shipped weights (fp16 safetensors + model card)."""
+    from fusioncodec.train.export import export_checkpoint, load_results
+    from fusioncodec.weights import models_dir
+
+    folder = Path(out_dir) if out_dir else models_dir()
+    target = folder / f"{name}.safetensors"
+    if target.exists() and not force:
+        raise CliError(f"{_show(target)} exists (use --force to replace it)")
+    if not Path(checkpoint).is_file():
+        raise CliError(f"checkpoint not found: {_show(checkpoint)}")
+    try:
+        path, identity = export_checkpoint(
+            Path(checkpoint), kind, name, folder, load_results([Path(r) for r in results]), notes
+        )
+    except (KeyError, RuntimeError, ValueError, OSError) as exc:
+        raise CliError(f"cannot export {_show(checkpoint)}: {_reason(exc)}") from None
+    click.echo(f"wrote {path} (identity {identity.hex()})", err=True)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,68 @@ def test_train_reads_mask_folders_from_fcodec_masks(tmp_path: Path) -> None:
     with np.load(caches[0]) as packed:
         assert len(packed["shapes"]) == 3
         assert packed["masks"].max() == 1 and 0 < packed["masks"].mean() < 0.5
+
+
+def test_validation_with_the_real_coder_and_export(tmp_path: Path) -> None:
+    from fusioncodec.codec import Codec
+    from fusioncodec.weights import load
+
+    root = _fake_train_root(tmp_path / "data")
+    val = tmp_path / "val"
+    val.mkdir()
+    Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(val / "a.png")
+    out = tmp_path / "runs" / "joint"
+    runner = CliRunner()
+    args = [
+        "train",
+        "joint",
+        "--out",
+        str(out),
+        "--data",
+        str(root),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--crop",
+        "64",
+        "--n",
+        "8",
+        "--slices",
+        "2",
+        "--m",
+        "1",
+        "--val",
+        str(val),
+        "--validate-minutes",
+        "0",
+    ]
+    result = runner.invoke(cli, args, env={"GLIBC_TUNABLES": "set"})
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    val_rows = [r for r in rows if "val_q1_bpp" in r]
+    assert val_rows and all(r["val_q1_bpp"] > 0 and r["val_q8_psnr"] > 0 for r in val_rows)
+
+    models = tmp_path / "models"
+    export = ["export", str(out / "checkpoint.pt"), "--kind", "scalable", "--name", "t1"]
+    result = runner.invoke(cli, [*export, "--out", str(models)])
+    assert result.exit_code == 0, result.output
+    card = json.loads((models / "t1.json").read_text())
+    assert card["training"]["steps"] == 2 and card["config"]["m"] == 1
+    codec = Codec(load(models / "t1.safetensors"), "cpu")
+    image = Image.open(val / "a.png")
+    assert codec.decode(codec.encode(image), "human").size == image.size
+    again = runner.invoke(cli, [*export, "--out", str(models)])
+    assert again.exit_code == 1 and "exists" in again.output
+
+
+def test_validation_refuses_test_sets(tmp_path: Path) -> None:
+    root = _fake_train_root(tmp_path / "data")
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    result = CliRunner().invoke(
+        cli,
+        ["train", "joint", "--out", str(tmp_path / "r"), "--data", str(root), "--val", str(kodak)],
+        env={"GLIBC_TUNABLES": "set"},
+    )
+    assert result.exit_code == 1 and "test set" in result.output

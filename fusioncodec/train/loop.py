@@ -19,12 +19,14 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
 from fusioncodec.train.data import CropSampler, load_or_build
@@ -53,6 +55,8 @@ class TrainConfig:
     threads: int = 0
     seed: int = 0
     device: str = "auto"  # cpu, cuda or auto
+    val_images: list[Path] = field(default_factory=list)  # held-out images coded for real
+    validate_minutes: float = 15.0
 
 
 def build_model(stage: str, codec: CodecConfig) -> nn.Module:
@@ -167,8 +171,29 @@ def train(cfg: TrainConfig) -> Path:
         )
         tmp.replace(ckpt_path)
 
-    start, last_save = time.time() - elapsed, time.time()
+    def validation(step: int) -> None:
+        if not cfg.val_images:
+            return
+        from fusioncodec.train.validate import validate
+
+        kind = "baseline" if cfg.stage == "baseline" else "scalable"
+        levels = cfg.codec.levels
+        row = validate(model, kind, cfg.codec.to_dict(), cfg.val_images, [1.0, levels / 2, levels])
+        log.write(json.dumps({"step": step, "minutes": round(elapsed / 60, 2), **row}) + "\n")
+        log.flush()
+        bar.write(f"validation at step {step}: {row}")
+
+    start, last_save, last_val = time.time() - elapsed, time.time(), time.time()
     sums: dict[str, float] = {}
+    bar = tqdm(
+        total=cfg.max_steps if cfg.max_steps < 1_000_000 else None,
+        initial=step,
+        desc=cfg.stage,
+        unit="it",
+        mininterval=10,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     while not stop["now"]:
         elapsed = time.time() - start
         progress = max(step / cfg.max_steps, elapsed / 60 / cfg.max_minutes)
@@ -183,6 +208,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(main, 1.0)
         optimizer.step()
         step += 1
+        bar.update()
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         sums["n"] = sums.get("n", 0) + 1
@@ -192,12 +218,18 @@ def train(cfg: TrainConfig) -> Path:
             row |= {k: round(v / n, 4) for k, v in sums.items()}
             log.write(json.dumps(row) + "\n")
             log.flush()
+            bar.set_postfix({k: row[k] for k in list(row)[3:6]}, refresh=False)
             sums = {}
         if time.time() - last_save > cfg.checkpoint_minutes * 60:
             save()
             last_save = time.time()
+        if time.time() - last_val > cfg.validate_minutes * 60:
+            validation(step)
+            last_val = time.time()
     elapsed = time.time() - start
+    bar.close()
     save()
+    validation(step)
     log.close()
     if math.isfinite(elapsed):
         (cfg.out / "done").write_text(json.dumps({"step": step, "minutes": elapsed / 60}))

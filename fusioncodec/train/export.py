@@ -1,0 +1,60 @@
+"""Turn a training checkpoint into shipped weights: safetensors (fp16) + JSON model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from fusioncodec.nets import CodecConfig, count_parameters
+from fusioncodec.weights import build, export
+
+TRAINING_DATA = (
+    "../shared/data/train: BSDS500 (boundary maps as edge targets) and COCO coco_tiny/"
+    "coco_mini (instance-mask edges), unless mask folders from 'fcodec masks' were given; "
+    "edge bands 5 px wide; Kodak and coco128 never used"
+)
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    kind: str,
+    name: str,
+    out_dir: Path,
+    results: dict | None = None,
+    notes: str = "",
+) -> tuple[Path, bytes]:
+    """Export ``checkpoint`` as ``out_dir/<name>.safetensors`` (+ ``<name>.json``)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = state["config"]
+    config = CodecConfig.from_dict(cfg["codec"])
+    model = build(kind, config)
+    model.load_state_dict(state["model"], strict=True)
+    card = {
+        "name": name,
+        "kind": kind,
+        "config": config.to_dict(),
+        "parameters": count_parameters(model),
+        "training": {
+            "stage": cfg["stage"],
+            "steps": state["step"],
+            "minutes": round(state["elapsed"] / 60, 1),
+            "batch": cfg["batch"],
+            "crop": cfg["crop"],
+            "lr": cfg["lr"],
+            "data": TRAINING_DATA,
+            "mask_dirs": [str(d) for d in cfg.get("mask_dirs", [])],
+            "machine_loss": "rate + lambda * MSE on edge pixels only (SA-ICM)",
+            "human_loss": "rate of the additional layer + lambda * MSE on the whole image",
+            "notes": notes,
+        },
+        "results": results or {},
+    }
+    path = out_dir / f"{name}.safetensors"
+    return path, export(model, card, path)
+
+
+def load_results(paths: list[Path]) -> dict:
+    """Measured results to embed in a card: each JSON file under its file stem."""
+    return {p.stem: json.loads(p.read_text()) for p in paths}
