@@ -33,6 +33,9 @@ class SingleLayerCodec(nn.Module):
         y_hat, likelihoods = self.latent(self.g_a(x), q)
         return {"x_hat": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": likelihoods}
 
+    def latent_codecs(self) -> list[SliceLatentCodec]:
+        return [self.latent]
+
 
 class AdditionalCodec(nn.Module):
     """The human layer's own analysis transform and m-slice latent codec."""

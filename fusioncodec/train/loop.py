@@ -86,7 +86,7 @@ def _step_losses(
         out = model(x, q)
         bpp, dist = bits_per_pixel(out["likelihoods"], h * w), mse(out["x_hat"], x)
         total = rd_loss(bpp, dist, lambda_at(codec.human_lambdas, q))
-        aux = model.latent.entropy_bottleneck.loss()
+        aux = sum(c.entropy_bottleneck.loss() for c in model.latent_codecs())
         return {"loss": total, "aux": aux, "bpp": bpp.mean(), "psnr": psnr(dist).mean()}
     q_m = torch.rand(b, device=x.device) * levels
     if stage in ("machine", "joint"):
@@ -110,10 +110,6 @@ def _step_losses(
     return {"loss": total, "aux": aux, **logs}
 
 
-def _latent_codecs(model: nn.Module) -> list:
-    return model.latent_codecs() if hasattr(model, "latent_codecs") else [model.latent]
-
-
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) one stage; returns the checkpoint path."""
     if cfg.stage not in STAGES:
@@ -124,8 +120,6 @@ def train(cfg: TrainConfig) -> Path:
     cfg.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = cfg.out / "checkpoint.pt"
     model = build_model(cfg.stage, cfg.codec)
-    if not hasattr(model, "latent_codecs"):
-        model.latent_codecs = lambda: [model.latent]  # type: ignore[method-assign]
     if cfg.init is not None and not ckpt_path.exists():
         from fusioncodec.weights import load_weights_into
 

@@ -18,7 +18,7 @@ from fusioncodec.weights import LoadedModel
 def _frozen_copy(model: nn.Module, kind: str, card_config: dict) -> LoadedModel:
     """A CPU copy of ``model`` with fresh CDF tables, wrapped like loaded weights."""
     model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
-    for codec in model.latent_codecs() if hasattr(model, "latent_codecs") else [model.latent]:
+    for codec in model.latent_codecs():
         codec.update()
     card = {"name": "validation", "kind": kind, "config": card_config}
     return LoadedModel(model, card, b"\0" * 16)
