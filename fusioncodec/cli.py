@@ -36,6 +36,7 @@ import click
 
 from fusioncodec import __version__
 from fusioncodec.container import LAYER_KINDS, MAX_PIXELS, MAX_SIDE, Container
+from fusioncodec.messages import error_reason, one_line
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -51,19 +52,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 # --------------------------------------------------------------------------- errors
 
 
-def _one_line(text: str) -> str:
-    """First non-empty line of ``text`` (messages must stay on one line)."""
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return text.strip()
-
-
 class CliError(click.ClickException):
     """A fatal, expected failure: printed as one ``fcodec: error: ...`` line, exit code 1."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(_one_line(message))
+        super().__init__(one_line(message))
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"fcodec: error: {self.format_message()}", file=file, err=True)
@@ -71,14 +64,6 @@ class CliError(click.ClickException):
 
 class FileError(CliError):
     """A failure confined to one input: a batch reports it and goes on with the others."""
-
-
-def _reason(exc: BaseException) -> str:
-    """Short description of an exception (OSError: just its strerror, the caller names the file)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = _one_line(str(exc))
-    return text or type(exc).__name__
 
 
 @contextmanager
@@ -90,7 +75,7 @@ def _errors(name: str) -> Iterator[None]:
         raise
     # FormatError and WeightsError are ValueErrors; RuntimeError/MemoryError come from torch.
     except (ValueError, OSError, EOFError, RuntimeError, MemoryError) as exc:
-        raise FileError(f"{name}: {_reason(exc)}") from None
+        raise FileError(f"{name}: {error_reason(exc)}") from None
 
 
 def _show(path: str | Path | None) -> str:
@@ -132,7 +117,7 @@ class FcodecGroup(click.Group):
             try:
                 return getattr(importlib.import_module(module), attr)
             except ImportError as exc:
-                reason = f"fcodec {cmd_name} is not available here ({_reason(exc)})"
+                reason = f"fcodec {cmd_name} is not available here ({error_reason(exc)})"
 
                 def unavailable() -> None:
                     raise CliError(reason)
@@ -153,7 +138,7 @@ class FcodecGroup(click.Group):
         except BrokenPipeError:
             raise  # click's main() handles EPIPE quietly
         except (ValueError, OSError) as exc:
-            raise CliError(_reason(exc)) from None
+            raise CliError(error_reason(exc)) from None
 
 
 @click.group(cls=FcodecGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if os.environ.get("FCODEC_DEBUG"):
             raise
         click.echo(
-            f"fcodec: error: internal error ({type(exc).__name__}: {_reason(exc)}); "
+            f"fcodec: error: internal error ({type(exc).__name__}: {error_reason(exc)}); "
             "set FCODEC_DEBUG=1 for a traceback",
             err=True,
         )
@@ -336,7 +321,9 @@ def plan_outputs(
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CliError(f"{_show(directory)}: cannot create directory: {_reason(exc)}") from None
+            raise CliError(
+                f"{_show(directory)}: cannot create directory: {error_reason(exc)}"
+            ) from None
     return jobs
 
 
@@ -499,7 +486,7 @@ def codec_loader(
             if isinstance(exc, WeightsError):
                 raise CliError(str(exc)) from None
             source = _show(weights) if weights else "the default weights"
-            raise CliError(f"cannot load {source}: {_reason(exc)}") from None
+            raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
         for q in qualities:
             if not 1 <= q <= codec.levels:
                 raise CliError(f"quality must be between 1 and {codec.levels}, got {q}")
@@ -520,9 +507,9 @@ def open_image(data: bytes, name: str) -> Image.Image:
     except UnidentifiedImageError:
         raise FileError(f"{name}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise FileError(f"{name}: image too large ({_reason(exc)})") from None
+        raise FileError(f"{name}: image too large ({error_reason(exc)})") from None
     except Exception as exc:  # Pillow's plugins raise many types on corrupt data
-        raise FileError(f"{name}: cannot read image ({_reason(exc)})") from None
+        raise FileError(f"{name}: cannot read image ({error_reason(exc)})") from None
     width, height = image.size
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
         raise FileError(
@@ -916,7 +903,7 @@ def train(
         )
         checkpoint = run(config)
     except (ValueError, OSError) as exc:
-        raise CliError(_reason(exc)) from None
+        raise CliError(error_reason(exc)) from None
     click.echo(f"checkpoint: {checkpoint}", err=True)
 
 
@@ -952,7 +939,7 @@ def export_command(
             Path(checkpoint), kind, name, folder, load_results([Path(r) for r in results]), notes
         )
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
-        raise CliError(f"cannot export {_show(checkpoint)}: {_reason(exc)}") from None
+        raise CliError(f"cannot export {_show(checkpoint)}: {error_reason(exc)}") from None
     click.echo(f"wrote {path} (identity {identity.hex()})", err=True)
 
 

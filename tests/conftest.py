@@ -17,6 +17,17 @@ SHARED = Path(
 )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a whole module (``pytest.mark.usefixtures``); yields torch's
+    previous count.  On a loaded 2-core machine torch's thread pool is ~100x slower.
+    Encoder and decoder still share the setting, as bit-exactness requires."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield threads
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small scalable model (random weights, real CDF tables) saved as safetensors."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from helpers import assert_one_line_error
 
 from fusioncodec.cli import cli
 from fusioncodec.eval.bench import (
@@ -29,16 +30,6 @@ TOP_KEYS |= {"memory_method", "devices", "notes"}
 
 def run(args: list[object]) -> Result:
     return CliRunner().invoke(cli, ["bench", *map(str, args)], env={"FUSIONCODEC_WEIGHTS": None})
-
-
-def assert_one_line_error(result: Result, *needles: str, code: int = 1) -> None:
-    assert result.exit_code == code, (result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fcodec: error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def check_speed(entry: dict) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from helpers import assert_one_line_error, ok
 from PIL import Image
 
 from fusioncodec.cli import LayersType, cli
@@ -28,23 +29,6 @@ def run(args: Sequence[object], weights: Path | None = None, input: bytes | None
     """Invoke ``fcodec ARGS`` in-process, with ``weights`` passed through the env var."""
     env = {"FUSIONCODEC_WEIGHTS": str(weights) if weights else None}
     return CliRunner().invoke(cli, [str(a) for a in args], env=env, input=input)
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
-
-
-def assert_one_line_error(result: Result, *needles: str, code: int = 1) -> str:
-    """Exit status ``code``, one ``fcodec: error:`` line on stderr, no traceback."""
-    assert result.exit_code == code, (result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fcodec: error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def files_in(directory: Path) -> set[str]:

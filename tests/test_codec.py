@@ -24,16 +24,7 @@ from fusioncodec.nets import ScalableCodec
 from fusioncodec.weights import default_weights, export
 
 WIDTH, HEIGHT = 90, 70  # not multiples of 64: exercises padding and cropping
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a loaded 2-core machine torch's thread pool is ~100x slower.
-    Encoder and decoder still share the setting, as bit-exactness requires."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield threads
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def textured(width: int = WIDTH, height: int = HEIGHT, seed: int = 0) -> Image.Image:
@@ -109,11 +100,11 @@ def test_decoded_layers_equal_encoder_reconstruction(tiny_codec, image, quality,
         assert np.array_equal(pixels(decoded), pixels(expected[layer]))
 
 
-def test_bit_exact_with_default_thread_count(tiny_codec, _one_torch_thread):
+def test_bit_exact_with_default_thread_count(tiny_codec, one_torch_thread):
     """The module runs single-threaded for speed; check torch's default pool once too."""
     image = textured(70, 20, seed=3)
     threads = torch.get_num_threads()
-    torch.set_num_threads(_one_torch_thread)
+    torch.set_num_threads(one_torch_thread)
     try:
         data = tiny_codec.encode(image, quality=5)
         expected = encoder_side(tiny_codec, image, 5, 5)

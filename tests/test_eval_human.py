@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from helpers import assert_one_line_error, ok
 from PIL import Image
 
 from fusioncodec.cli import cli
@@ -24,24 +25,6 @@ from fusioncodec.eval import classical, metrics, rd
 def run(args: Sequence[object], env: dict[str, str | None] | None = None) -> Result:
     base = {"FUSIONCODEC_WEIGHTS": None}
     return CliRunner().invoke(cli, ["eval", "human", *map(str, args)], env={**base, **(env or {})})
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
-
-
-def one_line_error(result: Result, *needles: str, notes: bool = False) -> str:
-    """Exit 1 and one ``fcodec: error:`` line (after ``fcodec: note:`` lines if ``notes``)."""
-    assert result.exit_code == 1, (result.output, result.exception)
-    lines = result.stderr.splitlines()
-    if notes:
-        lines = [line for line in lines if not line.startswith("fcodec: note: ")]
-    assert len(lines) == 1 and lines[0].startswith("fcodec: error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -352,30 +335,30 @@ def test_fixed_machine_quality(images: Path, tiny_weights: Path, tmp_path: Path)
 
 def test_errors_are_one_line(images: Path, tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    one_line_error(run(["--images", tmp_path / "nope", "--out", out]), "no such directory")
-    one_line_error(
+    assert_one_line_error(run(["--images", tmp_path / "nope", "--out", out]), "no such directory")
+    assert_one_line_error(
         run(["--images", images, "--codecs", "jpeg,mpeg", "--out", out]), "unknown codec 'mpeg'"
     )
-    one_line_error(
+    assert_one_line_error(
         run(["--images", images, "--codecs", "jpeg", "--qualities", "jpeg=5,x", "--out", out]),
         "not a number",
     )
-    one_line_error(
+    assert_one_line_error(
         run(["--images", images, "--codecs", "jpeg", "--qualities", "jpeg=101", "--out", out]),
         "from 1 to 100",
     )
-    one_line_error(
+    assert_one_line_error(
         run(["--images", images, "--codecs", "jpeg", "--anchor", "nothing", "--out", out]),
         "--anchor nothing",
     )
-    one_line_error(
+    assert_one_line_error(
         run(
             ["--images", images, "--codecs", "fusioncodec", "--weights", tiny_weights]
             + ["--fc-qualities", "1,9", "--out", out]
         ),
         "between 1 and 8",
     )
-    one_line_error(
+    assert_one_line_error(
         run(
             ["--images", images, "--codecs", "fusioncodec", "--out", out]
             + ["--weights", tmp_path / "missing.safetensors"]
@@ -384,7 +367,7 @@ def test_errors_are_one_line(images: Path, tiny_weights: Path, tmp_path: Path) -
     )
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(run(["--images", empty, "--codecs", "jpeg", "--out", out]), "no images")
+    assert_one_line_error(run(["--images", empty, "--codecs", "jpeg", "--out", out]), "no images")
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -393,7 +376,7 @@ def test_existing_outputs_need_force(images: Path, tmp_path: Path) -> None:
     out.mkdir()
     (out / "jpeg.json").write_text("{}")
     args = ["--images", images, "--codecs", "jpeg", "--qualities", "jpeg=50", "--out", out]
-    one_line_error(run([*args, "--jobs", "1"]), "already exists", "--force")
+    assert_one_line_error(run([*args, "--jobs", "1"]), "already exists", "--force")
     assert (out / "jpeg.json").read_text() == "{}"
     ok(run([*args, "--jobs", "1", "--force"]))
     assert json.loads((out / "jpeg.json").read_text())["results"]["quality"] == [50]
@@ -405,7 +388,7 @@ def test_failed_sweep_leaves_no_results(images: Path, tmp_path: Path) -> None:
     data = (folder / "b.png").read_bytes()
     (folder / "b.png").write_bytes(data[: len(data) // 2])  # header fine, pixels truncated
     out = tmp_path / "out"
-    one_line_error(
+    assert_one_line_error(
         run(
             ["--images", folder, "--codecs", "jpeg", "--qualities", "jpeg=50", "--out", out]
             + ["--jobs", "2"]  # the pool: a worker's error ends the run

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from helpers import assert_one_line_error, ok
 from PIL import Image
 
 from fusioncodec.cli import cli
@@ -53,22 +54,6 @@ def fake(detector: D.Detector, outputs: list[np.ndarray]) -> FakeSession:
 
 def run(args: Sequence[object]) -> Result:
     return CliRunner().invoke(cli, ["eval", "machine", *[str(a) for a in args]])
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
-
-
-def assert_one_line_error(result: Result, *needles: str) -> str:
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fcodec: error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def tiny_coco(path: Path) -> Path:

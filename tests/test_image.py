@@ -12,16 +12,7 @@ from fusioncodec.nets import STRIDE
 
 SIZES = [(1, 1), (1, 200), (200, 1), (63, 65), (129, 64)]  # (width, height)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a loaded 2-core machine torch's thread pool is ~100x slower.
-    Encoder and decoder still share the setting, as bit-exactness requires."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def rgb_noise(width: int, height: int, seed: int = 0) -> np.ndarray:

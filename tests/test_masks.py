@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from helpers import assert_one_line_error, ok
 from PIL import Image
 
 from fusioncodec.cli import cli
@@ -21,22 +22,6 @@ H, W = 40, 56
 
 def run(args: Sequence[object]) -> Result:
     return CliRunner().invoke(cli, ["masks", *[str(a) for a in args]])
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
-
-
-def one_line_error(result: Result, *needles: str, code: int = 1) -> str:
-    assert result.exit_code == code, (result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fcodec: error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def save(path: Path, array: np.ndarray) -> Path:
@@ -192,27 +177,33 @@ def test_cli_sam_checkpoint_path_loads_through_the_registry(
     broken = tmp_path / "broken.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(32, 3, 16, 16)}, broken)
     sam[3] = broken
-    one_line_error(run([*base, *sam, "--overwrite"]), "does not fit vit_b")
+    assert_one_line_error(run([*base, *sam, "--overwrite"]), "does not fit vit_b")
 
 
 def test_cli_sam_checkpoint_errors(bsds: Path, tmp_path: Path) -> None:
     base = ["--source", "sam", "--images", bsds, "--out", tmp_path / "out"]
-    one_line_error(run(base), "needs --sam-checkpoint", code=2)
-    one_line_error(
+    assert_one_line_error(run(base), "needs --sam-checkpoint", code=2)
+    assert_one_line_error(
         run([*base, "--sam-checkpoint", tmp_path / "sam_vit_h.pth"]), "not found", "never"
     )
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    one_line_error(run([*base, "--sam-checkpoint", garbage]), "not a readable PyTorch checkpoint")
+    assert_one_line_error(
+        run([*base, "--sam-checkpoint", garbage]), "not a readable PyTorch checkpoint"
+    )
     other = tmp_path / "other.pth"
     torch.save({"something": torch.zeros(1)}, other)
-    one_line_error(run([*base, "--sam-checkpoint", other]), "not a SAM checkpoint")
+    assert_one_line_error(run([*base, "--sam-checkpoint", other]), "not a SAM checkpoint")
     vit_b = tmp_path / "vit_b.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, vit_b)
-    one_line_error(run([*base, "--sam-checkpoint", vit_b]), "not a vit_h", "--sam-model vit_b")
+    assert_one_line_error(
+        run([*base, "--sam-checkpoint", vit_b]), "not a vit_h", "--sam-model vit_b"
+    )
     tiny = ["--sam-model", "tiny-random", "--sam-checkpoint", vit_b]
-    one_line_error(run([*base, *tiny]), "takes no --sam-checkpoint", code=2)
-    one_line_error(run([*base, "--sam-model", "tiny-random", "--alpha", "1.5"]), "--alpha", code=2)
+    assert_one_line_error(run([*base, *tiny]), "takes no --sam-checkpoint", code=2)
+    assert_one_line_error(
+        run([*base, "--sam-model", "tiny-random", "--alpha", "1.5"]), "--alpha", code=2
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -295,13 +286,13 @@ def test_cli_coco_errors(tmp_path: Path) -> None:
     images, ann, _ = coco_scene(tmp_path)
     out = tmp_path / "masks"
     base = ["--source", "coco", "--images", images, "--out", out]
-    one_line_error(run(base), "needs --annotations", code=2)
-    one_line_error(run([*base, "--annotations", tmp_path / "none.json"]), "no such file")
+    assert_one_line_error(run(base), "needs --annotations", code=2)
+    assert_one_line_error(run([*base, "--annotations", tmp_path / "none.json"]), "no such file")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    one_line_error(run([*base, "--annotations", bad]), "not valid JSON")
+    assert_one_line_error(run([*base, "--annotations", bad]), "not valid JSON")
     bad.write_text('{"images": 3}')
-    one_line_error(run([*base, "--annotations", bad]), "not a COCO instances file")
+    assert_one_line_error(run([*base, "--annotations", bad]), "not a COCO instances file")
     wrong = json.loads(ann.read_text())
     wrong["images"][1]["height"] = H + 1
     bad.write_text(json.dumps(wrong))
@@ -309,7 +300,9 @@ def test_cli_coco_errors(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "000000000002.jpg: image is 56x40 but the annotations say 56x41" in result.stderr
     assert "1 written" in result.stderr and "1 failed" in result.stderr
-    one_line_error(run([*base[:-2], "--out", images / "..", "--annotations", ann]), "hold it")
+    assert_one_line_error(
+        run([*base[:-2], "--out", images / "..", "--annotations", ann]), "hold it"
+    )
 
 
 # --------------------------------------------------------------------------- label / boundary maps
@@ -419,8 +412,8 @@ def test_preview_overlays(bsds: Path, tmp_path: Path) -> None:
     result = ok(run(args))  # all up to date: previews still written, from the stored masks
     assert "0 written, 2 up to date, 2 previews" in result.stderr
     assert (preview / "val" / "b.png").is_file()
-    one_line_error(run([*args[:-1], out]), "--preview must be another folder")
-    one_line_error(run([*args[:-2], "--preview-count", "1"]), "needs --preview", code=2)
+    assert_one_line_error(run([*args[:-1], out]), "--preview must be another folder")
+    assert_one_line_error(run([*args[:-2], "--preview-count", "1"]), "needs --preview", code=2)
 
 
 # --------------------------------------------------------------------------- refusals, errors
@@ -431,34 +424,42 @@ def test_refuses_test_sets(tmp_path: Path) -> None:
     save(kodak / "kodim01.png", photo())
     save(kodak / "kodim01_boundaries.png", np.zeros((H, W), np.uint8))
     out = tmp_path / "out"
-    msg = one_line_error(run(["--source", "boundaries", "--images", kodak, "--out", out]))
+    msg = assert_one_line_error(run(["--source", "boundaries", "--images", kodak, "--out", out]))
     assert "refusing" in msg and "kodak" in msg
     images, ann, _ = coco_scene(tmp_path)
     c128 = tmp_path / "coco128" / "instances.json"
     c128.parent.mkdir()
     c128.write_text(ann.read_text())
     args = ["--source", "coco", "--images", images, "--annotations", c128, "--out", out]
-    one_line_error(run(args), "refusing", "coco128")
+    assert_one_line_error(run(args), "refusing", "coco128")
     link = tmp_path / "innocent"
     link.symlink_to(kodak, target_is_directory=True)
-    one_line_error(run(["--source", "boundaries", "--images", link, "--out", out]), "kodak")
+    assert_one_line_error(run(["--source", "boundaries", "--images", link, "--out", out]), "kodak")
     assert not out.exists()
 
 
 def test_usage_and_input_errors(bsds: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    one_line_error(run(["--images", bsds, "--out", out]), "Missing option '--source'", code=2)
-    one_line_error(run(["--source", "x", "--images", bsds, "--out", out]), "--source", code=2)
+    assert_one_line_error(
+        run(["--images", bsds, "--out", out]), "Missing option '--source'", code=2
+    )
+    assert_one_line_error(
+        run(["--source", "x", "--images", bsds, "--out", out]), "--source", code=2
+    )
     labels = ["--source", "labels", "--images", bsds, "--out", out]
-    one_line_error(run([*labels, "--alpha", "0.5"]), "only for --source sam", code=2)
-    one_line_error(run([*labels, "--annotations", "a.json"]), "only for --source coco", code=2)
-    one_line_error(run([*labels, "--width", "0"]), "--width must be at least 1", code=2)
-    one_line_error(run([*labels, "--limit", "0"]), "--limit", code=2)
-    one_line_error(run([*labels[:-3], tmp_path / "none", "--out", out]), "no such directory")
-    one_line_error(run([*labels[:-1], bsds]), "must not be --images", code=1)
+    assert_one_line_error(run([*labels, "--alpha", "0.5"]), "only for --source sam", code=2)
+    assert_one_line_error(
+        run([*labels, "--annotations", "a.json"]), "only for --source coco", code=2
+    )
+    assert_one_line_error(run([*labels, "--width", "0"]), "--width must be at least 1", code=2)
+    assert_one_line_error(run([*labels, "--limit", "0"]), "--limit", code=2)
+    assert_one_line_error(run([*labels[:-3], tmp_path / "none", "--out", out]), "no such directory")
+    assert_one_line_error(run([*labels[:-1], bsds]), "must not be --images", code=1)
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(run(["--source", "labels", "--images", empty, "--out", out]), "no training")
+    assert_one_line_error(
+        run(["--source", "labels", "--images", empty, "--out", out]), "no training"
+    )
     save(bsds / "train" / "a.png", photo())
-    one_line_error(run(labels), "a.jpg and", "would both write train/a.png")
+    assert_one_line_error(run(labels), "a.jpg and", "would both write train/a.png")
     assert not out.exists()

@@ -15,6 +15,15 @@ from fusioncodec.cli import cli
 from fusioncodec.train.edges import EDGE_WIDTH, edge_band, label_boundaries, mask_boundaries
 from fusioncodec.train.losses import edge_mse, lambda_at
 
+ENV = {"GLIBC_TUNABLES": "set"}  # set: `fcodec train` must not re-exec itself in-process
+
+
+def train_args(stage: str, out: Path, data: Path, steps: int, *extra: str) -> list[str]:
+    """``fcodec train STAGE`` arguments for a tiny model on tiny crops, then ``extra``."""
+    where = ["--out", str(out), "--data", str(data), "--steps", str(steps)]
+    tiny = ["--batch", "2", "--crop", "64", "--n", "8", "--slices", "2", "--m", "1"]
+    return ["train", stage, *where, *tiny, *extra]
+
 
 def test_label_boundaries_mark_both_sides_of_a_change() -> None:
     labels = np.zeros((6, 6), np.uint16)
@@ -76,37 +85,16 @@ def _fake_train_root(root: Path) -> Path:
 def test_train_command_runs_checkpoints_and_resumes(tmp_path: Path, stage: str) -> None:
     root = _fake_train_root(tmp_path / "data")
     out = tmp_path / "runs" / stage
-    args = [
-        "train",
-        stage,
-        "--out",
-        str(out),
-        "--data",
-        str(root),
-        "--steps",
-        "2",
-        "--batch",
-        "2",
-        "--crop",
-        "64",
-        "--n",
-        "8",
-        "--slices",
-        "2",
-        "--m",
-        "1",
-        "--threads",
-        "1",
-    ]
+    args = train_args(stage, out, root, 2, "--threads", "1")
     runner = CliRunner()
-    result = runner.invoke(cli, args, env={"GLIBC_TUNABLES": "set"})
+    result = runner.invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["step"] == 2
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log == [] or all(np.isfinite(row["loss"]) for row in log)
     args[args.index("--steps") + 1] = "3"
-    result = runner.invoke(cli, args, env={"GLIBC_TUNABLES": "set"})
+    result = runner.invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
 
@@ -116,7 +104,7 @@ def test_train_refuses_test_sets(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["train", "machine", "--out", str(tmp_path / "r"), "--data", str(root)],
-        env={"GLIBC_TUNABLES": "set"},
+        env=ENV,
     )
     assert result.exit_code != 0
     assert "test set" in result.output
@@ -132,29 +120,8 @@ def test_train_reads_mask_folders_from_fcodec_masks(tmp_path: Path) -> None:
     )
     assert made.exit_code == 0, made.output
     out = tmp_path / "runs" / "machine"
-    args = [
-        "train",
-        "machine",
-        "--out",
-        str(out),
-        "--data",
-        str(root),
-        "--masks",
-        str(masks),
-        "--steps",
-        "1",
-        "--batch",
-        "2",
-        "--crop",
-        "64",
-        "--n",
-        "8",
-        "--slices",
-        "2",
-        "--m",
-        "1",
-    ]
-    result = runner.invoke(cli, args, env={"GLIBC_TUNABLES": "set"})
+    args = train_args("machine", out, root, 1, "--masks", str(masks))
+    result = runner.invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
     caches = list(out.parent.glob("edges-*.npz"))
     assert len(caches) == 1
@@ -173,31 +140,8 @@ def test_validation_with_the_real_coder_and_export(tmp_path: Path) -> None:
     Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(val / "a.png")
     out = tmp_path / "runs" / "joint"
     runner = CliRunner()
-    args = [
-        "train",
-        "joint",
-        "--out",
-        str(out),
-        "--data",
-        str(root),
-        "--steps",
-        "2",
-        "--batch",
-        "2",
-        "--crop",
-        "64",
-        "--n",
-        "8",
-        "--slices",
-        "2",
-        "--m",
-        "1",
-        "--val",
-        str(val),
-        "--validate-minutes",
-        "0",
-    ]
-    result = runner.invoke(cli, args, env={"GLIBC_TUNABLES": "set"})
+    args = train_args("joint", out, root, 2, "--val", str(val), "--validate-minutes", "0")
+    result = runner.invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     val_rows = [r for r in rows if "val_q1_bpp" in r]
@@ -223,6 +167,6 @@ def test_validation_refuses_test_sets(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["train", "joint", "--out", str(tmp_path / "r"), "--data", str(root), "--val", str(kodak)],
-        env={"GLIBC_TUNABLES": "set"},
+        env=ENV,
     )
     assert result.exit_code == 1 and "test set" in result.output

@@ -25,16 +25,7 @@ from fusioncodec.weights import (
 
 CONFIG = CodecConfig(n=8, slices=2, m=1, hyper_channels=16, z_channels=8)
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a loaded 2-core machine torch's thread pool is ~100x slower.
-    Encoder and decoder still share the setting, as bit-exactness requires."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def card(name: str = "weights-test", kind: str = "scalable") -> dict:

@@ -55,6 +55,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fusioncodec.messages import error_reason
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
@@ -190,20 +192,11 @@ def load_image(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise BenchError(f"{path}: not an image Pillow can read") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types
-        raise BenchError(f"{path}: cannot read image ({_reason(exc)})") from None
+        raise BenchError(f"{path}: cannot read image ({error_reason(exc)})") from None
     width, height = image.size
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
         raise BenchError(f"{path}: image is {width}x{height}, too large for .fcb")
     return image
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
 
 
 # --------------------------------------------------------------------------- timing, memory
@@ -377,7 +370,7 @@ def load_compressai_state(path: Path) -> dict[str, Any]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load and safetensors raise many types
-        raise BenchError(f"{path}: cannot read compressai weights ({_reason(exc)})") from None
+        raise BenchError(f"{path}: cannot read compressai weights ({error_reason(exc)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or "g_a.0.weight" not in state:
@@ -403,7 +396,7 @@ def _compressai_net(state: dict[str, Any] | None, source: str) -> Any:
 
         return MeanScaleHyperprior.from_state_dict(load_pretrained(dict(state)))
     except Exception as exc:  # noqa: BLE001 - key/shape mismatches
-        reason = f"missing key {exc.args[0]}" if isinstance(exc, KeyError) else _reason(exc)
+        reason = f"missing key {exc.args[0]}" if isinstance(exc, KeyError) else error_reason(exc)
         raise BenchError(f"{source}: does not fit MeanScaleHyperprior ({reason})") from None
 
 
@@ -432,7 +425,7 @@ def bench_compressai(
     except BenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - any import problem means "not available"
-        return {"skipped": f"compressai is not importable ({_reason(exc)})"}
+        return {"skipped": f"compressai is not importable ({error_reason(exc)})"}
     out: dict[str, Any] = {
         "model": COMPRESSAI_MODEL,
         "class": "MeanScaleHyperprior",
@@ -462,7 +455,7 @@ def bench_compressai(
                     seconds = timed(fn, repeat, device)
                 timings[name] = {**_speed(seconds, pixels), **mem}
     except Exception as exc:  # noqa: BLE001 - the rANS extension may be missing or fail
-        return {**out, "skipped": f"compressai coding failed ({_reason(exc)})"}
+        return {**out, "skipped": f"compressai coding failed ({error_reason(exc)})"}
     n_bytes = sum(len(s) for group in strings for s in group)
     out.update(timings)
     out["coded_bytes"] = n_bytes
@@ -540,9 +533,8 @@ def run_cold(args: list[str], env: dict[str, str], cmd: list[str] | None = None)
         try:
             result = json.loads(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            raise BenchError(
-                f"fcodec {args[0]}: cold-run launcher failed: {_reason(RuntimeError(done.stderr))}"
-            ) from None
+            why = error_reason(RuntimeError(done.stderr))
+            raise BenchError(f"fcodec {args[0]}: cold-run launcher failed: {why}") from None
         if "error" in result:
             raise BenchError(f"fcodec {args[0]}: cannot start {cmd[0]}: {result['error']}")
         if result["exit"] != 0:
@@ -791,7 +783,7 @@ def _load_checked(weights: Path, quality: float) -> Any:
     except WeightsError as exc:
         raise BenchError(str(exc)) from None
     except (OSError, RuntimeError, ValueError) as exc:
-        raise BenchError(f"cannot load {weights}: {_reason(exc)}") from None
+        raise BenchError(f"cannot load {weights}: {error_reason(exc)}") from None
     if loaded.kind != "scalable":
         raise BenchError(f"{weights} is a {loaded.kind} model, not a scalable codec")
     levels = loaded.config.levels
@@ -912,7 +904,7 @@ def run_bench(opts: BenchOptions, log: Log | None = None) -> dict[str, Any]:
     except BenchError:
         raise
     except (RuntimeError, MemoryError, OSError, ValueError) as exc:
-        raise BenchError(f"benchmark failed: {_reason(exc)}") from None
+        raise BenchError(f"benchmark failed: {error_reason(exc)}") from None
     finally:
         torch.set_num_threads(threads_before)
     notes = report["notes"]

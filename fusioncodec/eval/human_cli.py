@@ -27,7 +27,6 @@ import click
 
 from fusioncodec.cli import (
     CliError,
-    _reason,
     _show,
     device_option,
     force_option,
@@ -35,6 +34,7 @@ from fusioncodec.cli import (
     weights_option,
 )
 from fusioncodec.eval import rd
+from fusioncodec.messages import error_reason
 
 DEFAULT_CODECS = ("fusioncodec", "baseline", "jpeg", "webp", "avif", "hevc")
 FIXED_OUTPUTS = ("results.csv", "rd-psnr.png", "rd-msssim.png", "bd-rate.md", "bd-rate.json")
@@ -158,7 +158,9 @@ def _levels(card: dict[str, Any]) -> int:
     try:
         return CodecConfig.from_dict(card["config"]).levels
     except (KeyError, TypeError, ValueError) as exc:
-        raise CliError(f"unreadable model config in {card.get('name')}: {_reason(exc)}") from None
+        raise CliError(
+            f"unreadable model config in {card.get('name')}: {error_reason(exc)}"
+        ) from None
 
 
 def _cores() -> int:
@@ -182,7 +184,7 @@ def _check_images(images: list[tuple[str, Path]], scalable: bool) -> int:
         except UnidentifiedImageError:
             raise CliError(f"{_show(path)}: not an image Pillow can read") from None
         except (OSError, ValueError) as exc:
-            raise CliError(f"{_show(path)}: cannot read image ({_reason(exc)})") from None
+            raise CliError(f"{_show(path)}: cannot read image ({error_reason(exc)})") from None
         if min(width, height) < MSSSIM_MIN_SIDE:
             small += 1
         if scalable and not (
@@ -208,7 +210,7 @@ def _load_external(path: Path, taken: set[str]) -> rd.Curve:
     try:
         curve = rd.load_curve(path)
     except (OSError, ValueError) as exc:
-        why = _reason(exc) if isinstance(exc, ValueError) else f"{path}: {_reason(exc)}"
+        why = error_reason(exc) if isinstance(exc, ValueError) else f"{path}: {error_reason(exc)}"
         raise CliError(why) from None
     key, n = curve.key, 2
     while key in taken:
@@ -475,7 +477,7 @@ def human(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliError(f"{_show(out)}: cannot create directory: {_reason(exc)}") from None
+        raise CliError(f"{_show(out)}: cannot create directory: {error_reason(exc)}") from None
 
     # ---- the sweep
     notes.show()
@@ -529,7 +531,7 @@ def human(
         try:
             rd.write_atomic(out / name, files[name])
         except OSError as exc:
-            raise CliError(f"{_show(out / name)}: cannot write: {_reason(exc)}") from None
+            raise CliError(f"{_show(out / name)}: cannot write: {error_reason(exc)}") from None
 
     click.echo(_summary(curves), nl=False)
     click.echo()
@@ -556,7 +558,7 @@ def _run_sweep(
         except rd.SweepError as exc:
             raise CliError(str(exc)) from None
         except (OSError, RuntimeError) as exc:  # e.g. a worker process killed (BrokenProcessPool)
-            raise CliError(f"the sweep failed: {_reason(exc)}") from None
+            raise CliError(f"the sweep failed: {error_reason(exc)}") from None
 
 
 def _summary(curves: list[rd.Curve]) -> str:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fusioncodec.cli import CliError, _reason, _show, codec_loader, device_option, weights_option
+from fusioncodec.cli import CliError, _show, codec_loader, device_option, weights_option
+from fusioncodec.messages import error_reason
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -113,7 +114,7 @@ def _image_files(directory: Path) -> list[Path]:
     try:
         entries = sorted(directory.iterdir())
     except OSError as exc:
-        raise CliError(f"{_show(directory)}: cannot list: {_reason(exc)}") from None
+        raise CliError(f"{_show(directory)}: cannot list: {error_reason(exc)}") from None
     return [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
 
 
@@ -140,7 +141,7 @@ def _open(path: Path) -> Image.Image:
             image.load()
             return image.convert("RGB")
     except Exception as exc:  # Pillow's plugins raise many exception types
-        raise CliError(f"{_show(path)}: cannot read image ({_reason(exc)})") from None
+        raise CliError(f"{_show(path)}: cannot read image ({error_reason(exc)})") from None
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -165,7 +166,7 @@ def _write(path: Path, data: bytes) -> None:
                 os.unlink(tmp)
             raise
     except OSError as exc:
-        raise CliError(f"{_show(path)}: cannot write: {_reason(exc)}") from None
+        raise CliError(f"{_show(path)}: cannot write: {error_reason(exc)}") from None
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -247,14 +248,19 @@ def _known_codecs() -> tuple[str, ...]:
 # --------------------------------------------------------------------------- bpp files
 
 
-def _load_bpp(path: Path, stems: dict[str, int]) -> float | dict[int, float]:
-    """A ``--bpp-json`` file: one number, {"bpp": x}, or {image name or stem: bpp}."""
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``; a one-line CliError if it cannot be read or is not JSON."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CliError(f"{_show(path)}: cannot read: {_reason(exc)}") from None
+        raise CliError(f"{_show(path)}: cannot read: {error_reason(exc)}") from None
     except (ValueError, UnicodeDecodeError):
         raise CliError(f"{_show(path)}: not valid JSON") from None
+
+
+def _load_bpp(path: Path, stems: dict[str, int]) -> float | dict[int, float]:
+    """A ``--bpp-json`` file: one number, {"bpp": x}, or {image name or stem: bpp}."""
+    data = _read_json(path)
     if isinstance(data, dict) and isinstance(data.get("bpp"), int | float):
         data = data["bpp"]
     if isinstance(data, dict):
@@ -283,12 +289,7 @@ def _load_bpp(path: Path, stems: dict[str, int]) -> float | dict[int, float]:
 
 
 def _read_anchor(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CliError(f"{_show(path)}: cannot read: {_reason(exc)}") from None
-    except (ValueError, UnicodeDecodeError):
-        raise CliError(f"{_show(path)}: not valid JSON") from None
+    data = _read_json(path)
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict) or not all(k in results for k in ("bpp", "map", "map50")):
         raise CliError(f"{_show(path)}: not an mAP curve (needs results.bpp, .map, .map50)")
@@ -585,7 +586,7 @@ def _bd_rows(
                 row[f"bd_rate_{key}"] = value if math.isfinite(value) else None
             except (ValueError, TypeError) as exc:  # numpy's LinAlgError is a ValueError
                 row[f"bd_rate_{key}"] = None
-                row.setdefault("error", _reason(exc))
+                row.setdefault("error", error_reason(exc))
         rows.append(row)
     return rows
 
@@ -826,7 +827,7 @@ def machine(
     except ValueError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
-        raise CliError(f"{_show(ann_path)}: cannot read: {_reason(exc)}") from None
+        raise CliError(f"{_show(ann_path)}: cannot read: {error_reason(exc)}") from None
     stems: dict[str, int] = {}
     for info in coco.dataset["images"]:
         stems.setdefault(Path(str(info.get("file_name", ""))).stem, int(info["id"]))
@@ -899,7 +900,7 @@ def machine(
     try:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliError(f"{_show(out_path)}: cannot create directory: {_reason(exc)}") from None
+        raise CliError(f"{_show(out_path)}: cannot create directory: {error_reason(exc)}") from None
 
     show = progress if progress is not None else sys.stderr.isatty()
     sweep = Sweep(detectors, coco, sources, show)
@@ -933,7 +934,7 @@ def machine(
                     except (ValueError, RuntimeError, MemoryError) as exc:
                         raise CliError(
                             f"{_show(source.path)}: fusioncodec failed at quality {q:g}: "
-                            f"{_reason(exc)}"
+                            f"{error_reason(exc)}"
                         ) from None
                     yield source, decoded.convert("RGB"), len(data), image
 
@@ -955,7 +956,7 @@ def machine(
                     except (ValueError, OSError, RuntimeError) as exc:
                         raise CliError(
                             f"{_show(source.path)}: {runner.name} failed at quality {q}: "
-                            f"{_reason(exc)}"
+                            f"{error_reason(exc)}"
                         ) from None
                     yield source, decoded, n_bytes, image
 
@@ -1020,7 +1021,7 @@ def machine(
             try:
                 overlays += _external_curves(spec, det)
             except (OSError, ValueError) as exc:
-                raise CliError(f"--overlay {spec}: {_reason(exc)}") from None
+                raise CliError(f"--overlay {spec}: {error_reason(exc)}") from None
         if _plot(out_path / f"map-{det}.png", det, curve_data, base_json, overlays):
             written.append(f"map-{det}.png")
         elif detector is detectors[0]:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from fusioncodec.eval import metrics
+from fusioncodec.messages import one_line
 
 CODECS = ("fusioncodec", "fusioncodec-machine", "baseline", "jpeg", "webp", "avif", "hevc", "vvc")
 LEARNED = ("fusioncodec", "fusioncodec-machine", "baseline")
@@ -158,10 +159,7 @@ def init_worker() -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
+    return one_line(str(exc)) or type(exc).__name__
 
 
 def _measure(

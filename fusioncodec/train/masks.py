@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from fusioncodec.messages import error_reason
 from fusioncodec.train.edges import EDGE_WIDTH, edge_band, label_boundaries, mask_boundaries
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def _read_map(path: Path, boundaries: bool = False) -> np.ndarray:
     except FileNotFoundError:
         raise MaskError(f"{path}: no such file") from None
     except Exception as exc:  # Pillow raises many types on corrupt files
-        raise MaskError(f"{path}: cannot read image ({_reason(exc)})") from None
+        raise MaskError(f"{path}: cannot read image ({error_reason(exc)})") from None
 
 
 def label_map_edges(path: str | Path) -> np.ndarray:
@@ -267,7 +268,9 @@ def build_sam(model: str, checkpoint: str | Path | None, device: str = "auto") -
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors of many kinds
-        raise MaskError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
+        raise MaskError(
+            f"{path}: not a readable PyTorch checkpoint ({error_reason(exc)})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     key = "image_encoder.patch_embed.proj.weight"
@@ -288,7 +291,7 @@ def build_sam(model: str, checkpoint: str | Path | None, device: str = "auto") -
     try:
         sam.load_state_dict(state)
     except RuntimeError as exc:
-        raise MaskError(f"{path}: does not fit {model} ({_reason(exc)})") from None
+        raise MaskError(f"{path}: does not fit {model} ({error_reason(exc)})") from None
     return sam.eval().to(target)
 
 
@@ -320,15 +323,6 @@ def build_generator(
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
 
 
 def refuse_test_sets(*paths: str | Path | None) -> None:
@@ -406,7 +400,7 @@ def load_coco(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise MaskError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     except Exception as exc:  # KeyError/TypeError on a JSON that is not a COCO instances file
-        raise MaskError(f"{path}: not a COCO instances file ({_reason(exc)})") from None
+        raise MaskError(f"{path}: not a COCO instances file ({error_reason(exc)})") from None
 
 
 def coco_items(coco: Any, images_dir: Path) -> tuple[list[Item], int]:
@@ -415,7 +409,7 @@ def coco_items(coco: Any, images_dir: Path) -> tuple[list[Item], int]:
         infos = coco.loadImgs(coco.getImgIds())
         listed = sorted((str(info["file_name"]), int(info["id"])) for info in infos)
     except (KeyError, TypeError, ValueError) as exc:
-        raise MaskError(f"annotations: bad image entry ({_reason(exc)})") from None
+        raise MaskError(f"annotations: bad image entry ({error_reason(exc)})") from None
     root = images_dir.resolve()
     items, missing = [], 0
     for name, image_id in listed:
@@ -470,7 +464,7 @@ def _read_rgb(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise MaskError(f"{path}: no such file") from None
     except Exception as exc:  # Pillow raises many types on corrupt files
-        raise MaskError(f"{path}: cannot read image ({_reason(exc)})") from None
+        raise MaskError(f"{path}: cannot read image ({error_reason(exc)})") from None
 
 
 def read_manifest(out: Path) -> dict[str, dict[str, Any]]:
@@ -640,7 +634,7 @@ def make_masks(
                         _write_preview(preview, item, rgb, mask)
                         summary.previews += 1
                 except (MaskError, OSError) as exc:
-                    text = str(exc) if isinstance(exc, MaskError) else _reason(exc)
+                    text = str(exc) if isinstance(exc, MaskError) else error_reason(exc)
                     if not text.startswith(str(item.image)):
                         text = f"{item.image}: {text}"
                     report(text)

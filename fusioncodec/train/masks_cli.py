@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from fusioncodec.cli import CliError, _one_line, _show, device_option, progress_option
+from fusioncodec.cli import CliError, _show, device_option, progress_option
+from fusioncodec.messages import one_line
 from fusioncodec.train.edges import EDGE_WIDTH
 from fusioncodec.train.masks import (
     DEFAULT_ALPHA,
@@ -57,7 +58,7 @@ class _OneLineCommand(click.Command):
             raise
         except click.UsageError as exc:
             text = " ".join(line.strip() for line in exc.format_message().splitlines())
-            message = f"{_one_line(text)} (see fcodec masks -h)"
+            message = f"{one_line(text)} (see fcodec masks -h)"
             raise _UsageError(message, ctx) from None
 
 

@@ -1,0 +1,24 @@
+"""One-line error messages, shared by the command line and the library modules.
+
+Standard library only: :mod:`fusioncodec.cli` imports this at start-up, and library modules
+(which must not import the CLI that sits on top of them) use it too.
+"""
+
+from __future__ import annotations
+
+__all__ = ["error_reason", "one_line"]
+
+
+def one_line(text: str) -> str:
+    """First non-empty line of ``text`` (messages must stay on one line)."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return text.strip()
+
+
+def error_reason(exc: BaseException) -> str:
+    """Short description of an exception (OSError: just its strerror, the caller names the file)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return one_line(str(exc)) or type(exc).__name__
