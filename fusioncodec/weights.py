@@ -170,6 +170,9 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"fusioncodec": json.dumps(card)})
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)  # an ordinary file, not the private temp-file mode
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return identity_of(path)
