@@ -1,0 +1,74 @@
+"""Condense the committed evaluation outputs into one JSON for model cards and the README.
+
+    python scripts/summarize_results.py results/ > results/summary.json
+
+Reads results/kodak/ (fcodec eval human), results/coco128/ (fcodec eval machine) and
+results/bench.json (fcodec bench) when present.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _load(path: Path) -> dict | list | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def kodak(folder: Path) -> dict:
+    out: dict = {"curves": {}, "bd_rate": []}
+    for name in ("fusioncodec", "fusioncodec-machine", "baseline"):
+        data = _load(folder / f"{name}.json")
+        if data:
+            r = data["results"]
+            keep = ("quality", "bpp", "psnr-rgb", "ms-ssim-rgb", "machine-bpp")
+            out["curves"][name] = {k: r[k] for k in keep if k in r}
+    table = _load(folder / "bd-rate.json") or {}
+    for row in table.get("rows", []):
+        if row["curve"] in out["curves"] and row["curve"] != row["anchor"]:
+            out["bd_rate"].append(
+                {k: row.get(k) for k in ("curve", "anchor", "bd_rate_psnr", "bd_psnr")}
+            )
+    return out
+
+
+def coco(folder: Path) -> dict:
+    out = {}
+    for path in sorted(folder.glob("*_fusioncodec.json")):
+        data = json.loads(path.read_text())
+        base = data["uncompressed"]["map"]
+        r = data["results"]
+        order = np.argsort(r["bpp"])
+        bpp, maps = np.asarray(r["bpp"])[order], np.asarray(r["map"])[order]
+        at = float(np.interp(0.15, bpp, maps)) if bpp[0] <= 0.15 <= bpp[-1] else None
+        out[data["detector"]] = {
+            "uncompressed_map": base,
+            "quality": r["quality"],
+            "bpp": r["bpp"],
+            "map": r["map"],
+            "map50": r["map50"],
+            "map_kept_percent": [100 * m / base for m in r["map"]],
+            "map_at_0.15_bpp": at,
+            "map_kept_at_0.15_bpp_percent": None if at is None else 100 * at / base,
+        }
+    bd = _load(folder / "bd-rate.json")
+    if bd:
+        out["bd_rate"] = bd
+    return out
+
+
+def main() -> None:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
+    summary = {"kodak": kodak(root / "kodak"), "coco128": coco(root / "coco128")}
+    bench = _load(root / "bench.json")
+    if bench:
+        summary["bench"] = bench
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
