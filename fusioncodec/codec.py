@@ -27,6 +27,16 @@ from fusioncodec.nets.latent import SliceLatentCodec
 from fusioncodec.weights import LoadedModel, load
 
 DEFAULT_QUALITY = 4.0
+MAX_CODEC_PIXELS = 40_000_000  # the transforms hold ~300 bytes per pixel at their peak
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse images whose transforms would not fit in memory (before allocating)."""
+    if width * height > MAX_CODEC_PIXELS:
+        raise ValueError(
+            f"image of {width}x{height} is too large to code in one piece "
+            f"(at most {MAX_CODEC_PIXELS // 1_000_000} megapixels)"
+        )
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -109,6 +119,7 @@ class Codec:
         # The file stores qualities as float32: use exactly those values on both sides.
         quality, human_quality = float(np.float32(quality)), float(np.float32(human_quality))
         width, height = image.size
+        check_size(width, height)
         x = to_tensor(image, self.device)
         payload, _ = _encode_latent(
             self.model.machine.latent, self.model.machine.g_a(x), self._q(quality)
@@ -136,6 +147,7 @@ class Codec:
     @torch.no_grad()
     def decode_latent(self, container: Container, layer: str) -> torch.Tensor:
         """The decoded latent that feeds a synthesis transform (fused for the human layer)."""
+        check_size(container.width, container.height)
         z_shape = (padded(container.height) // STRIDE, padded(container.width) // STRIDE)
         machine = container.layer("machine")
         if layer == "human":

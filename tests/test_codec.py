@@ -453,3 +453,23 @@ def test_public_encode_decode(tiny_codec, tiny_weights, image, tmp_path):
 def test_public_api_bad_device(tiny_weights):
     with pytest.raises(ValueError, match="device"):
         fusioncodec.load(tiny_weights, device="tpu")
+
+
+def test_too_large_images_are_refused_before_allocating(tiny_codec):
+    from fusioncodec.codec import MAX_CODEC_PIXELS
+    from fusioncodec.container import Container, Layer
+
+    # Only .size is read before the refusal, so a stand-in avoids allocating 40 MP here.
+    big = type("Big", (), {"size": (20_000, MAX_CODEC_PIXELS // 20_000 + 1)})()
+    with pytest.raises(ValueError, match="too large"):
+        tiny_codec.encode(big)
+    container = Container(
+        20_000,
+        2_001,
+        tiny_codec.name,
+        tiny_codec.identity,
+        1,
+        (Layer("machine", 4.0, b"\0" * 8),),
+    )
+    with pytest.raises(ValueError, match="too large"):
+        tiny_codec.decode(container, "machine")
