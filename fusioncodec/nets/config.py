@@ -22,8 +22,8 @@ class CodecConfig:
     hyper_channels: int = 192
     z_channels: int = 128
     levels: int = 8
-    machine_lambdas: list[float] = field(default_factory=lambda: _geom(0.002, 0.08, 8))
-    human_lambdas: list[float] = field(default_factory=lambda: _geom(0.0018, 0.13, 8))
+    machine_lambdas: list[float] = field(default_factory=lambda: _geom(0.0005, 0.03, 8))
+    human_lambdas: list[float] = field(default_factory=lambda: _geom(0.0013, 0.1, 8))
 
     def __post_init__(self) -> None:
         if not 1 <= self.m <= self.slices:

@@ -110,6 +110,12 @@ def _step_losses(
     return {"loss": total, "aux": aux, **logs}
 
 
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) one stage; returns the checkpoint path."""
     if cfg.stage not in STAGES:
@@ -134,11 +140,15 @@ def train(cfg: TrainConfig) -> Path:
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if state.get("optimizer") is not None:  # weights-only checkpoints restart Adam
+            optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: autotune the convolutions
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     model = model.to(device, memory_format=torch.channels_last).train()
     if cfg.stage == "human":
         model.machine.eval()
@@ -178,7 +188,8 @@ def train(cfg: TrainConfig) -> Path:
         bar.write(f"validation at step {step}: {row}")
 
     start, last_save, last_val = time.time() - elapsed, time.time(), time.time()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
     bar = tqdm(
         total=cfg.max_steps if cfg.max_steps < 1_000_000 else None,
         initial=step,
@@ -195,7 +206,7 @@ def train(cfg: TrainConfig) -> Path:
             break
         lr_scale = 0.1 if progress >= cfg.decay_at else 1.0
         optimizer.param_groups[0]["lr"] = cfg.lr * lr_scale
-        x, mask = (t.to(device, non_blocking=True) for t in sampler.batch(cfg.batch))
+        x, mask = (_to(t, device) for t in sampler.batch(cfg.batch))
         losses = _step_losses(model, cfg.stage, x, mask, cfg.codec)
         optimizer.zero_grad(set_to_none=True)
         (losses["loss"] + losses["aux"]).backward()
@@ -203,17 +214,16 @@ def train(cfg: TrainConfig) -> Path:
         optimizer.step()
         step += 1
         bar.update()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        sums["n"] = sums.get("n", 0) + 1
+        for k, v in losses.items():  # summed on the device: no host sync per step
+            sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
+        count += 1
         if step % cfg.log_every == 0:
-            n = sums.pop("n")
             row = {"step": step, "minutes": round(elapsed / 60, 2), "lr": cfg.lr * lr_scale}
-            row |= {k: round(v / n, 4) for k, v in sums.items()}
+            row |= {k: round(float(v) / count, 4) for k, v in sums.items()}
             log.write(json.dumps(row) + "\n")
             log.flush()
             bar.set_postfix({k: row[k] for k in list(row)[3:6]}, refresh=False)
-            sums = {}
+            sums, count = {}, 0
         if time.time() - last_save > cfg.checkpoint_minutes * 60:
             save()
             last_save = time.time()

@@ -1,0 +1,61 @@
+"""Move a training checkpoint's weights through small files (a lent GPU returns files <16 MiB).
+
+    python scripts/checkpoint_shards.py split RUN/checkpoint.pt OUTDIR PREFIX
+    python scripts/checkpoint_shards.py join OUTDIR PREFIX RUN/checkpoint.pt
+
+``split`` writes PREFIX-0.safetensors, PREFIX-1.safetensors, ... (fp16 except the entropy
+bottleneck quantiles) and PREFIX.json (step, elapsed, training config); the optimizer state
+is left behind. ``join`` rebuilds a weights-only checkpoint that ``fcodec export`` takes and
+``fcodec train`` resumes from (with a fresh optimizer).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+SHARD_BYTES = 15 * 2**20
+
+
+def split(checkpoint: Path, out: Path, prefix: str) -> None:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    out.mkdir(parents=True, exist_ok=True)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state["model"].items():
+        t = tensor.float() if name.endswith("quantiles") else tensor.half()
+        t = t.contiguous()
+        nbytes = t.numel() * t.element_size()
+        if size + nbytes > SHARD_BYTES and shards[-1]:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    for k, shard in enumerate(shards):
+        save_file(shard, str(out / f"{prefix}-{k}.safetensors"))
+    meta = {"step": state["step"], "elapsed": state["elapsed"], "config": state["config"]}
+    (out / f"{prefix}.json").write_text(json.dumps(meta, default=str))
+    print(f"{prefix}: {len(shards)} shards, step {state['step']}")
+
+
+def join(folder: Path, prefix: str, checkpoint: Path) -> None:
+    meta = json.loads((folder / f"{prefix}.json").read_text())
+    model: dict[str, torch.Tensor] = {}
+    for path in sorted(folder.glob(f"{prefix}-*.safetensors")):
+        model |= {k: v.float() for k, v in load_file(str(path)).items()}
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model, "optimizer": None, **meta}, checkpoint)
+    print(f"{checkpoint}: {len(model)} tensors, step {meta['step']}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["split"]:
+        split(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])
+    elif sys.argv[1:2] == ["join"]:
+        join(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    else:
+        sys.exit(__doc__)

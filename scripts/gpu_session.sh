@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Train the three comparison models side by side on a lent GPU machine (one GPU, 16 cores).
+#   scripts/gpu_session.sh start MINUTES   install wheels, launch the runs detached, wait
+#   scripts/gpu_session.sh wait SECONDS    report progress after SECONDS
+#   scripts/gpu_session.sh snapshot RUN...  latest checkpoints of RUNs to $OUT (runs go on)
+#   scripts/gpu_session.sh collect RUN...  wait for RUNs to end; their weights and logs to $OUT
+# Needs .whl/ (compressai, constriction, pytorch-msssim wheels for cp312) and cache/devdata/
+# (scripts/pack_training_set.py) carried along. Runs live in /tmp/runs on that machine.
+set -u
+RUNS=/tmp/runs
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+
+progress() {
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  for r in "$RUNS"/*/*/; do
+    [ -f "$r/log.jsonl" ] && echo "$(basename "$r"): $(grep -v val_ "$r/log.jsonl" | tail -1)"
+    [ -f "$r/log.jsonl" ] && grep val_ "$r/log.jsonl" | tail -1
+  done
+  tar czf "$OUT/logs.tar.gz" -C "$RUNS" --exclude='*.pt' --exclude='*.npz' . 2>/dev/null
+}
+
+case "$1" in
+start)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  python3 -c "import torch, fusioncodec.codec; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
+  common=(--data cache/devdata/train --masks cache/devdata/train --val cache/devdata/val
+    --val-count 4 --validate-minutes 5 --batch 16 --crop 256 --lr 2e-4 --minutes "$2"
+    --threads 4 --device cuda)
+  mkdir -p $RUNS/a $RUNS/b $RUNS/c
+  setsid nohup python3 -m fusioncodec.cli train joint --m 4 --out $RUNS/a/joint-m4 "${common[@]}" \
+    >$RUNS/a/joint-m4.out 2>&1 </dev/null &
+  setsid nohup python3 -m fusioncodec.cli train joint --m 2 --out $RUNS/b/joint-m2 "${common[@]}" \
+    >$RUNS/b/joint-m2.out 2>&1 </dev/null &
+  setsid nohup python3 -m fusioncodec.cli train baseline --out $RUNS/c/baseline "${common[@]}" \
+    >$RUNS/c/baseline.out 2>&1 </dev/null &
+  sleep 90
+  tail -c 600 $RUNS/*/*.out
+  progress
+  sleep "${3:-0}"
+  progress
+  ;;
+wait)
+  sleep "$2"
+  progress
+  ;;
+snapshot)
+  shift
+  for run in "$@"; do
+    python3 scripts/checkpoint_shards.py split $RUNS/*/"$run"/checkpoint.pt "$OUT" "$run"
+    mv "$OUT/$run.json" "$RUNS/"
+  done
+  progress
+  ;;
+collect)
+  shift
+  for run in "$@"; do
+    dir=$(ls -d $RUNS/*/"$run")
+    while [ ! -f "$dir/done" ]; do sleep 5; done
+    python3 scripts/checkpoint_shards.py split "$dir/checkpoint.pt" "$OUT" "$run"
+    mv "$OUT/$run.json" "$RUNS/"  # the card data travels inside logs.tar.gz
+  done
+  for dir in $RUNS/*/*/; do while [ ! -f "$dir/done" ]; do sleep 5; done; done
+  progress
+  tail -c 400 $RUNS/*/*.out
+  ;;
+esac
