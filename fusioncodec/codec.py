@@ -121,12 +121,12 @@ class Codec:
         width, height = image.size
         check_size(width, height)
         x = to_tensor(image, self.device)
-        payload, _ = _encode_latent(
+        payload, y_machine = _encode_latent(
             self.model.machine.latent, self.model.machine.g_a(x), self._q(quality)
         )
         coded = [Layer("machine", float(quality), payload)]
         if "human" in layers:
-            y_add = self.model.additional.g_a(x)
+            y_add = self.model.additional.analyze(x, y_machine)
             payload, _ = _encode_latent(self.model.additional.latent, y_add, self._q(human_quality))
             coded.append(Layer("human", float(human_quality), payload))
         return Container(

@@ -3,8 +3,8 @@
     python scripts/checkpoint_shards.py split RUN/checkpoint.pt OUTDIR PREFIX
     python scripts/checkpoint_shards.py join OUTDIR PREFIX RUN/checkpoint.pt
 
-``split`` writes PREFIX-0.safetensors, PREFIX-1.safetensors, ... (fp16 except the entropy
-bottleneck quantiles) and PREFIX.json (step, elapsed, training config); the optimizer state
+``split`` writes PREFIX-0.safetensors, PREFIX-1.safetensors, ... (float tensors as fp16 except the
+entropy bottleneck quantiles) and PREFIX.json (step, elapsed, training config); the optimizer state
 is left behind. ``join`` rebuilds a weights-only checkpoint that ``fcodec export`` takes and
 ``fcodec train`` resumes from (with a fresh optimizer).
 """
@@ -27,8 +27,8 @@ def split(checkpoint: Path, out: Path, prefix: str) -> None:
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for name, tensor in state["model"].items():
-        t = tensor.float() if name.endswith("quantiles") else tensor.half()
-        t = t.contiguous()
+        halve = tensor.is_floating_point() and not name.endswith("quantiles")
+        t = (tensor.half() if halve else tensor).contiguous()
         nbytes = t.numel() * t.element_size()
         if size + nbytes > SHARD_BYTES and shards[-1]:
             shards.append({})
@@ -46,7 +46,8 @@ def join(folder: Path, prefix: str, checkpoint: Path) -> None:
     meta = json.loads((folder / f"{prefix}.json").read_text())
     model: dict[str, torch.Tensor] = {}
     for path in sorted(folder.glob(f"{prefix}-*.safetensors")):
-        model |= {k: v.float() for k, v in load_file(str(path)).items()}
+        shard = load_file(str(path))
+        model |= {k: v.float() if v.is_floating_point() else v for k, v in shard.items()}
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model, "optimizer": None, **meta}, checkpoint)
     print(f"{checkpoint}: {len(model)} tensors, step {meta['step']}")

@@ -33,6 +33,8 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small scalable model (random weights, real CDF tables) saved as safetensors."""
     torch.manual_seed(0)
     model = ScalableCodec(TINY)
+    # Trained models have a non-zero conditioning branch; make it matter here too.
+    torch.nn.init.normal_(model.additional.condition[-1].weight, std=0.05)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     export(model, {"name": "tiny-test", "kind": "scalable", "config": TINY.to_dict()}, path)
     return path

@@ -170,3 +170,33 @@ def test_validation_refuses_test_sets(tmp_path: Path) -> None:
         env=ENV,
     )
     assert result.exit_code == 1 and "test set" in result.output
+
+
+def test_weights_only_checkpoint_through_shards_resumes(tmp_path: Path) -> None:
+    """scripts/checkpoint_shards.py: split (fp16, no optimizer), join, then resume training."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "checkpoint_shards.py"
+    spec = importlib.util.spec_from_file_location("checkpoint_shards", script)
+    shards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shards)
+
+    root = _fake_train_root(tmp_path / "data")
+    out = tmp_path / "runs" / "joint"
+    runner = CliRunner()
+    result = runner.invoke(cli, train_args("joint", out, root, 2, "--threads", "1"), env=ENV)
+    assert result.exit_code == 0, result.output
+    original = torch.load(out / "checkpoint.pt", weights_only=False)
+    shards.split(out / "checkpoint.pt", tmp_path / "moved", "joint")
+    resumed = tmp_path / "runs" / "resumed"
+    shards.join(tmp_path / "moved", "joint", resumed / "checkpoint.pt")
+    joined = torch.load(resumed / "checkpoint.pt", weights_only=False)
+    assert joined["optimizer"] is None and joined["step"] == 2
+    for name, tensor in original["model"].items():
+        exact = name.endswith("quantiles") or not tensor.is_floating_point()
+        want = tensor if exact else tensor.half().float()
+        assert torch.equal(joined["model"][name], want.to(joined["model"][name].dtype)), name
+    args = train_args("joint", resumed, root, 3, "--threads", "1")
+    result = runner.invoke(cli, args, env=ENV)
+    assert result.exit_code == 0, result.output
+    assert torch.load(resumed / "checkpoint.pt", weights_only=False)["step"] == 3

@@ -328,7 +328,7 @@ def estimated_bits(codec: Codec, image: Image.Image, quality: float) -> dict[str
     with torch.no_grad():
         x = to_tensor(image, codec.device)
         machine = model.machine(x, q)
-        _, additional = model.additional(x, q)
+        _, additional = model.additional(x, q, machine["y_hat"])
     return {"machine": _bits(machine["likelihoods"]), "human": _bits(additional)}
 
 
@@ -632,17 +632,18 @@ def train_speed(config: Any, device: torch.device, opts: BenchOptions) -> dict[s
     }
     b, c = opts.train_batch, opts.train_crop
     for stage in STAGES:
-        # torch.device(...) as a context: tensors the loss creates (q, lambdas) land there too.
-        with torch.random.fork_rng(devices=[]), torch.device(device):
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
+            # Built on the CPU, then moved: compressai's GDN does not build under a CUDA
+            # default device. The loss makes its own tensors on x.device.
             model = build_model(stage, config).to(device, memory_format=torch.channels_last)
             model.train()
             params = _trainable(model, stage)
             if stage == "human":
                 model.machine.eval()
             opt = torch.optim.Adam(params, 1e-4)
-            x = torch.rand(b, 3, c, c).contiguous(memory_format=torch.channels_last)
-            mask = (torch.rand(b, 1, c, c) < 0.15).float()
+            x = torch.rand(b, 3, c, c).to(device, memory_format=torch.channels_last)
+            mask = (torch.rand(b, 1, c, c) < 0.15).float().to(device)
 
             step = partial(_train_step, model, opt, stage, x, mask, params, config)
             mem: dict[str, Any] = {}

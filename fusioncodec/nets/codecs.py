@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fusioncodec.layers import analysis_transform, lambda_log_gains, synthesis_transform
+from fusioncodec.layers import analysis_transform, conv, lambda_log_gains, synthesis_transform
 from fusioncodec.nets.config import CodecConfig
 from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
 
@@ -38,11 +38,24 @@ class SingleLayerCodec(nn.Module):
 
 
 class AdditionalCodec(nn.Module):
-    """The human layer's own analysis transform and m-slice latent codec."""
+    """The human layer's own analysis transform and m-slice latent codec.
+
+    With ``config.conditioned`` the encoder adds a function of the decoded machine latent to
+    its own analysis (encoder side only: the decoder and the bitstream are unchanged), so the
+    layer can carry what the machine layer lacks rather than the whole picture again.
+    """
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
-        self.g_a = analysis_transform(3, config.n, config.m * SLICE_CHANNELS)
+        k = config.m * SLICE_CHANNELS
+        self.g_a = analysis_transform(3, config.n, k)
+        self.condition: nn.Module | None = None
+        if config.conditioned:
+            self.condition = nn.Sequential(
+                conv(config.slices * SLICE_CHANNELS, k, 3, 1), nn.LeakyReLU(), conv(k, k, 3, 1)
+            )
+            nn.init.zeros_(self.condition[-1].weight)  # starts as the unconditioned encoder
+            nn.init.zeros_(self.condition[-1].bias)
         self.latent = SliceLatentCodec(
             config.m,
             config.hyper_channels,
@@ -51,8 +64,13 @@ class AdditionalCodec(nn.Module):
             lambda_log_gains(config.human_lambdas),
         )
 
-    def forward(self, x: Tensor, q: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.latent(self.g_a(x), q)
+    def analyze(self, x: Tensor, y_machine: Tensor) -> Tensor:
+        """The additional latent before quantisation (``y_machine``: decoded machine latent)."""
+        y = self.g_a(x)
+        return y if self.condition is None else y + self.condition(y_machine)
+
+    def forward(self, x: Tensor, q: Tensor, y_machine: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.latent(self.analyze(x, y_machine), q)
 
 
 class SliceFusion(nn.Module):
@@ -95,8 +113,9 @@ class ScalableCodec(nn.Module):
     def forward(self, x: Tensor, q_machine: Tensor, q_human: Tensor) -> dict:
         """Both layers; the machine latent is detached so human losses never move it."""
         machine = self.machine(x, q_machine)
-        y_add, add_likelihoods = self.additional(x, q_human)
-        x_human = self.human(machine["y_hat"].detach(), y_add)
+        y_machine = machine["y_hat"].detach()
+        y_add, add_likelihoods = self.additional(x, q_human, y_machine)
+        x_human = self.human(y_machine, y_add)
         return {"machine": machine, "x_human": x_human, "human_likelihoods": add_likelihoods}
 
     def latent_codecs(self) -> list[SliceLatentCodec]:

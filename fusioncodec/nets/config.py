@@ -24,6 +24,9 @@ class CodecConfig:
     levels: int = 8
     machine_lambdas: list[float] = field(default_factory=lambda: _geom(0.0005, 0.03, 8))
     human_lambdas: list[float] = field(default_factory=lambda: _geom(0.0013, 0.1, 8))
+    # The human layer's encoder also sees the decoded machine latent, so it codes what the
+    # machine layer lacks (a residual) instead of the whole picture again.
+    conditioned: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.m <= self.slices:
@@ -38,4 +41,5 @@ class CodecConfig:
     @classmethod
     def from_dict(cls, data: dict) -> CodecConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known.setdefault("conditioned", False)  # cards from before the option had none
         return cls(**known)

@@ -101,7 +101,7 @@ def _step_losses(
             y_machine = model.machine(x, q_m)["y_hat"]
     if stage in ("human", "joint"):
         q_h = torch.rand(b, device=x.device) * levels
-        y_add, lik = model.additional(x, q_h)
+        y_add, lik = model.additional(x, q_h, y_machine)
         x_h = model.human(y_machine, y_add)
         h_bpp, h_dist = bits_per_pixel(lik, h * w), mse(x_h, x)
         total = total + rd_loss(h_bpp, h_dist, lambda_at(codec.human_lambdas, q_h))

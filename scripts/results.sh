@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Regenerate the committed results (README "Results"): Kodak RD, the m comparison,
+# coco128 detector mAP and the speed bench. Run from the repo root with the venv active.
+set -euo pipefail
+S=${FUSIONCODEC_SHARED:-../shared}
+A=$S/anchors/kodak
+fcodec eval human --images "$S/data/kodak" --codecs fusioncodec,fusioncodec-machine,baseline \
+  --anchor vtm --anchor baseline --overlay "$A/measured-pillow-jpeg.json" \
+  --overlay "$A/measured-pillow-webp.json" --overlay "$A/measured-pillow-avif.json" \
+  --overlay "$A/measured-pillow-hevc.json" --overlay "$A/paper-mbt2018-mean.json" \
+  --out results/kodak -f --no-progress
+fcodec eval human --images "$S/data/kodak" --codecs fusioncodec \
+  --weights "${M2_WEIGHTS:-cache/models-new/fusioncodec-m2.safetensors}" --anchor vtm --out results/kodak-m2 -f --no-progress
+fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coco128/instances.json" \
+  --codecs uncompressed,fusioncodec --qualities 1,1.5,2,2.5,3,4,6,8 \
+  --overlay jpeg --overlay webp --overlay avif --overlay hevc --anchor avif \
+  --out results/coco128 -f --no-progress
+fcodec bench --image "$S/data/kodak/kodim01.png" --train --out results/bench.json

@@ -1,0 +1,56 @@
+"""The networks: the conditioned additional codec and configurations of older weight files."""
+
+from __future__ import annotations
+
+import torch
+from conftest import TINY
+
+from fusioncodec.nets import CodecConfig, ScalableCodec
+from fusioncodec.nets.codecs import AdditionalCodec
+
+
+def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 64, 64)
+    y_machine = torch.randn(1, TINY.slices * 64, 4, 4)
+    return x, y_machine
+
+
+def test_conditioning_starts_as_the_plain_encoder() -> None:
+    codec = AdditionalCodec(TINY).eval()
+    x, y_machine = _inputs()
+    with torch.no_grad():
+        assert torch.equal(codec.analyze(x, y_machine), codec.g_a(x))
+
+
+def test_conditioned_encoder_uses_the_machine_latent() -> None:
+    codec = AdditionalCodec(TINY).eval()
+    torch.nn.init.normal_(codec.condition[-1].weight, std=0.1)
+    x, y_machine = _inputs()
+    with torch.no_grad():
+        a = codec.analyze(x, y_machine)
+        b = codec.analyze(x, torch.zeros_like(y_machine))
+    assert a.shape == (1, TINY.m * 64, 4, 4)
+    assert not torch.allclose(a, b)
+
+
+def test_condition_gets_gradients_through_the_training_forward() -> None:
+    model = ScalableCodec(TINY).train()
+    torch.nn.init.normal_(model.additional.condition[-1].weight, std=0.1)
+    x, _ = _inputs()
+    q = torch.zeros(1)
+    out = model(x, q, q)
+    (out["x_human"] - x).square().mean().backward()
+    first = model.additional.condition[0].weight.grad
+    assert first is not None and first.abs().sum() > 0
+    assert all(p.grad is None for p in model.machine.g_a.parameters())  # machine detached
+
+
+def test_cards_from_before_conditioning_build_the_unconditioned_codec() -> None:
+    old = {k: v for k, v in TINY.to_dict().items() if k != "conditioned"}
+    config = CodecConfig.from_dict(old)
+    assert config.conditioned is False
+    assert AdditionalCodec(config).condition is None
+    assert CodecConfig.from_dict(TINY.to_dict()).conditioned is True
+    names = set(ScalableCodec(config).state_dict())
+    assert not any(".condition." in n for n in names)
