@@ -52,10 +52,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def _encode_latent(
-    latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor
+    latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor, context: torch.Tensor | None = None
 ) -> tuple[bytes, torch.Tensor]:
     encoder = RangeEncoder()
-    y_hat = latent.compress(y, q, encoder)
+    y_hat = latent.compress(y, q, encoder, context)
     return encoder.get_compressed().astype("<u4").tobytes(), y_hat
 
 
@@ -65,12 +65,13 @@ def _decode_latent(
     z_shape: tuple[int, int],
     q: torch.Tensor,
     device: torch.device,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if len(payload) % 4:
         raise FormatError("corrupted layer payload (length is not a whole number of words)")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
-        return latent.decompress(RangeDecoder(words), z_shape, q, device)
+        return latent.decompress(RangeDecoder(words), z_shape, q, device, context)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise FormatError(f"corrupted layer payload ({exc})") from None
 
@@ -127,7 +128,10 @@ class Codec:
         coded = [Layer("machine", float(quality), payload)]
         if "human" in layers:
             y_add = self.model.additional.analyze(x, y_machine)
-            payload, _ = _encode_latent(self.model.additional.latent, y_add, self._q(human_quality))
+            additional = self.model.additional
+            payload, _ = _encode_latent(
+                additional.latent, y_add, self._q(human_quality), additional.context(y_machine)
+            )
             coded.append(Layer("human", float(human_quality), payload))
         return Container(
             width, height, self.name, self.identity, self.model.config.m, tuple(coded)
@@ -167,6 +171,7 @@ class Codec:
             z_shape,
             self._q(human.quality),
             self.device,
+            self.model.additional.context(y_machine),
         )
         return self.model.human.fusion(y_machine, y_add)
 

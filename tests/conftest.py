@@ -35,6 +35,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = ScalableCodec(TINY)
     # Trained models have a non-zero conditioning branch; make it matter here too.
     torch.nn.init.normal_(model.additional.condition[-1].weight, std=0.05)
+    torch.nn.init.normal_(model.additional.latent.context[-1].weight, std=0.05)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     export(model, {"name": "tiny-test", "kind": "scalable", "config": TINY.to_dict()}, path)
     return path

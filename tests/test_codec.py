@@ -53,7 +53,10 @@ def encoder_side(codec: Codec, image: Image.Image, quality: float, human_quality
         model.machine.g_a(x), q_tensor(quality), machine_encoder
     )
     y_add = model.additional.latent.compress(
-        model.additional.analyze(x, y_machine), q_tensor(human_quality), human_encoder
+        model.additional.analyze(x, y_machine),
+        q_tensor(human_quality),
+        human_encoder,
+        model.additional.context(y_machine),
     )
     return {
         "y_machine": y_machine,

@@ -34,6 +34,25 @@ def test_conditioned_encoder_uses_the_machine_latent() -> None:
     assert not torch.allclose(a, b)
 
 
+def test_entropy_model_is_conditioned_on_the_machine_latent() -> None:
+    codec = AdditionalCodec(TINY).eval()
+    torch.nn.init.normal_(codec.latent.context[-1].weight, std=0.1)
+    x, y_machine = _inputs()
+    q = torch.zeros(1)
+    with torch.no_grad():
+        y = codec.g_a(x)
+        _, with_context = codec.latent(y, q, y_machine)
+        _, other_context = codec.latent(y, q, torch.zeros_like(y_machine))
+    assert not torch.allclose(with_context["y"], other_context["y"])
+    assert torch.equal(with_context["z"], other_context["z"])  # z is coded first, alone
+    try:
+        codec.latent(y, q)
+    except ValueError as exc:
+        assert "context" in str(exc)
+    else:
+        raise AssertionError("a conditioned latent codec must refuse a missing context")
+
+
 def test_condition_gets_gradients_through_the_training_forward() -> None:
     model = ScalableCodec(TINY).train()
     torch.nn.init.normal_(model.additional.condition[-1].weight, std=0.1)
@@ -53,4 +72,4 @@ def test_cards_from_before_conditioning_build_the_unconditioned_codec() -> None:
     assert AdditionalCodec(config).condition is None
     assert CodecConfig.from_dict(TINY.to_dict()).conditioned is True
     names = set(ScalableCodec(config).state_dict())
-    assert not any(".condition." in n for n in names)
+    assert not any(".condition." in n or ".context." in n for n in names)

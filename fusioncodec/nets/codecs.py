@@ -40,9 +40,9 @@ class SingleLayerCodec(nn.Module):
 class AdditionalCodec(nn.Module):
     """The human layer's own analysis transform and m-slice latent codec.
 
-    With ``config.conditioned`` the encoder adds a function of the decoded machine latent to
-    its own analysis (encoder side only: the decoder and the bitstream are unchanged), so the
-    layer can carry what the machine layer lacks rather than the whole picture again.
+    With ``config.conditioned`` the decoded machine latent (which the decoder has before it
+    reads this layer) conditions both the encoder's analysis and the entropy model of every
+    slice, so the layer carries what the machine layer lacks instead of the whole picture.
     """
 
     def __init__(self, config: CodecConfig) -> None:
@@ -62,6 +62,7 @@ class AdditionalCodec(nn.Module):
             config.z_channels,
             config.levels,
             lambda_log_gains(config.human_lambdas),
+            context_channels=config.slices * SLICE_CHANNELS if config.conditioned else 0,
         )
 
     def analyze(self, x: Tensor, y_machine: Tensor) -> Tensor:
@@ -70,7 +71,11 @@ class AdditionalCodec(nn.Module):
         return y if self.condition is None else y + self.condition(y_machine)
 
     def forward(self, x: Tensor, q: Tensor, y_machine: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.latent(self.analyze(x, y_machine), q)
+        return self.latent(self.analyze(x, y_machine), q, self.context(y_machine))
+
+    def context(self, y_machine: Tensor) -> Tensor | None:
+        """What the entropy model is conditioned on (None for unconditioned weights)."""
+        return y_machine if self.latent.context is not None else None
 
 
 class SliceFusion(nn.Module):

@@ -2,8 +2,10 @@
 
 y (S slices of 64 channels) is scaled by a gain unit, then each slice's mean and scale come
 from the hyper features and the slices decoded before it, and a latent residual prediction
-(LRP) refines each decoded slice (Minnen & Singh, ICIP 2020).  ``forward`` is the training
-path (likelihoods); ``compress``/``decompress`` drive the range coder slice by slice.
+(LRP) refines each decoded slice (Minnen & Singh, ICIP 2020).  With ``context_channels`` a
+tensor the decoder already has (the human layer: the decoded machine latent) is added into
+the hyper features, so every slice's mean and scale are conditioned on it.  ``forward`` is
+the training path (likelihoods); ``compress``/``decompress`` drive the range coder.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class SliceLatentCodec(nn.Module):
         z_channels: int = 128,
         levels: int = 8,
         init_log_gain: Tensor | None = None,
+        context_channels: int = 0,
     ) -> None:
         super().__init__()
         m, hc = slices * SLICE_CHANNELS, hyper_channels
@@ -77,6 +80,13 @@ class SliceLatentCodec(nn.Module):
             )
             for i in range(slices)
         )
+        self.context: nn.Module | None = None
+        if context_channels:
+            self.context = nn.Sequential(
+                conv(context_channels, hc, 3, 1), nn.ReLU(inplace=True), conv(hc, hc, 3, 1)
+            )
+            nn.init.zeros_(self.context[-1].weight)  # starts as the unconditioned model
+            nn.init.zeros_(self.context[-1].bias)
         self.entropy_bottleneck = EntropyBottleneck(z_channels)
         self.gaussian_conditional = GaussianConditional(None)
         self._tables: tuple[CategoricalTables, CategoricalTables] | None = None
@@ -84,6 +94,14 @@ class SliceLatentCodec(nn.Module):
     @property
     def channels(self) -> int:
         return self.slices * SLICE_CHANNELS
+
+    def _hyper(self, z_hat: Tensor, context: Tensor | None) -> Tensor:
+        hyper = self.h_s(z_hat)
+        if self.context is not None:
+            if context is None:
+                raise ValueError("this latent codec is conditioned: give its context")
+            hyper = hyper + self.context(context)
+        return hyper
 
     def _params(self, i: int, hyper: Tensor, decoded: list[Tensor]) -> tuple[Tensor, Tensor]:
         means, scales = self.param_nets[i](torch.cat([hyper, *decoded], 1)).chunk(2, 1)
@@ -93,13 +111,15 @@ class SliceLatentCodec(nn.Module):
         lrp = self.lrp_nets[i](torch.cat([hyper, *decoded], 1))
         return decoded[-1] + 0.5 * torch.tanh(lrp)
 
-    def forward(self, y: Tensor, q: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, y: Tensor, q: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Training path: quantised latent (gain removed) and likelihoods of y and z."""
         yg = y * self.gain.gain(q)
         z = self.h_a(yg)
         _, z_likelihoods = self.entropy_bottleneck(z)
         medians = self.entropy_bottleneck._get_medians()
-        hyper = self.h_s(ste_round(z - medians) + medians)
+        hyper = self._hyper(ste_round(z - medians) + medians, context)
         decoded: list[Tensor] = []
         likelihoods = []
         for i, y_slice in enumerate(yg.chunk(self.slices, 1)):
@@ -164,7 +184,9 @@ class SliceLatentCodec(nn.Module):
         return self.gaussian_conditional.build_indexes(scales).cpu().numpy().ravel()
 
     @torch.no_grad()
-    def compress(self, y: Tensor, q: Tensor, encoder: RangeEncoder) -> Tensor:
+    def compress(
+        self, y: Tensor, q: Tensor, encoder: RangeEncoder, context: Tensor | None = None
+    ) -> Tensor:
         """Range-code y (batch of one); returns the decoder's exact reconstruction of it."""
         z_tables, y_tables = self.tables()
         yg = y * self.gain.gain(q)
@@ -173,11 +195,16 @@ class SliceLatentCodec(nn.Module):
         z_sym = torch.round(z - medians).cpu().numpy().ravel()
         z_coded = z_tables.encode(encoder, z_sym, self._z_indexes(z.shape))
         z_hat = torch.from_numpy(z_coded.reshape(z.shape)).to(z) + medians
-        return self._code_slices(z_hat, yg, q, encoder=encoder)
+        return self._code_slices(z_hat, yg, q, context, encoder=encoder)
 
     @torch.no_grad()
     def decompress(
-        self, decoder: RangeDecoder, z_shape: tuple[int, int], q: Tensor, device: torch.device
+        self,
+        decoder: RangeDecoder,
+        z_shape: tuple[int, int],
+        q: Tensor,
+        device: torch.device,
+        context: Tensor | None = None,
     ) -> Tensor:
         """Inverse of :meth:`compress` given the hyper-latent's spatial size."""
         z_tables, _ = self.tables()
@@ -186,18 +213,19 @@ class SliceLatentCodec(nn.Module):
         z_values = z_tables.decode(decoder, self._z_indexes(shape))
         medians = self.entropy_bottleneck._get_medians().to(device)
         z_hat = torch.from_numpy(z_values.reshape(shape)).to(device, torch.float32) + medians
-        return self._code_slices(z_hat, None, q, decoder=decoder)
+        return self._code_slices(z_hat, None, q, context, decoder=decoder)
 
     def _code_slices(
         self,
         z_hat: Tensor,
         yg: Tensor | None,
         q: Tensor,
+        context: Tensor | None,
         encoder: RangeEncoder | None = None,
         decoder: RangeDecoder | None = None,
     ) -> Tensor:
         _, y_tables = self.tables()
-        hyper = self.h_s(z_hat)
+        hyper = self._hyper(z_hat, context)
         y_slices = yg.chunk(self.slices, 1) if yg is not None else [None] * self.slices
         decoded: list[Tensor] = []
         for i, y_slice in enumerate(y_slices):
