@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the committed results (README "Results"): Kodak RD, the m comparison,
 # coco128 detector mAP and the speed bench. Run from the repo root with the venv active.
+# The m comparison needs the two comparison models, which are not shipped (see README):
+# M_MODELS=folder with fusioncodec-m4.safetensors and fusioncodec-m2.safetensors.
 set -euo pipefail
 S=${FUSIONCODEC_SHARED:-../shared}
 A=$S/anchors/kodak
@@ -9,10 +11,15 @@ fcodec eval human --images "$S/data/kodak" --codecs fusioncodec,fusioncodec-mach
   --overlay "$A/measured-pillow-webp.json" --overlay "$A/measured-pillow-avif.json" \
   --overlay "$A/measured-pillow-hevc.json" --overlay "$A/paper-mbt2018-mean.json" \
   --out results/kodak -f --no-progress
-fcodec eval human --images "$S/data/kodak" --codecs fusioncodec \
-  --weights "${M2_WEIGHTS:-cache/models-new/fusioncodec-m2.safetensors}" --anchor vtm --out results/kodak-m2 -f --no-progress
+if [ -n "${M_MODELS:-}" ]; then
+  for m in 4 2; do
+    fcodec eval human --images "$S/data/kodak" --codecs fusioncodec --anchor vtm \
+      --weights "$M_MODELS/fusioncodec-m$m.safetensors" --out "results/m-compare/m$m" -f --no-progress
+  done
+fi
 fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coco128/instances.json" \
   --codecs uncompressed,fusioncodec --qualities 1,1.5,2,2.5,3,4,6,8 \
   --overlay jpeg --overlay webp --overlay avif --overlay hevc --anchor avif \
   --out results/coco128 -f --no-progress
 fcodec bench --image "$S/data/kodak/kodim01.png" --train --out results/bench.json
+python scripts/summarize_results.py results > results/summary.json

@@ -200,3 +200,26 @@ def test_weights_only_checkpoint_through_shards_resumes(tmp_path: Path) -> None:
     result = runner.invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
     assert torch.load(resumed / "checkpoint.pt", weights_only=False)["step"] == 3
+
+
+def test_non_finite_steps_are_skipped_not_applied(tmp_path: Path, monkeypatch) -> None:
+    from fusioncodec.train import loop
+
+    real = loop._step_losses
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] in (2, 3):  # two poisoned batches
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(loop, "_step_losses", sometimes_nan)
+    root = _fake_train_root(tmp_path / "data")
+    out = tmp_path / "runs" / "joint"
+    result = CliRunner().invoke(cli, train_args("joint", out, root, 3, "--threads", "1"), env=ENV)
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3 and calls["n"] == 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

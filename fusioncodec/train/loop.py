@@ -162,6 +162,9 @@ def train(cfg: TrainConfig) -> Path:
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
 
     def save() -> None:
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            bar.write("not saving: the weights are no longer finite (last checkpoint kept)")
+            return
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(
             {
@@ -189,7 +192,7 @@ def train(cfg: TrainConfig) -> Path:
 
     start, last_save, last_val = time.time() - elapsed, time.time(), time.time()
     sums: dict[str, torch.Tensor] = {}
-    count = 0
+    count = skipped = 0
     bar = tqdm(
         total=cfg.max_steps if cfg.max_steps < 1_000_000 else None,
         initial=step,
@@ -210,7 +213,14 @@ def train(cfg: TrainConfig) -> Path:
         losses = _step_losses(model, cfg.stage, x, mask, cfg.codec)
         optimizer.zero_grad(set_to_none=True)
         (losses["loss"] + losses["aux"]).backward()
-        torch.nn.utils.clip_grad_norm_(main, 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(main, 1.0)
+        aux_finite = all(torch.isfinite(q.grad).all() for q in quantiles if q.grad is not None)
+        if not (torch.isfinite(norm) and aux_finite):  # a bad batch must not poison the weights
+            skipped += 1
+            if skipped > 100:
+                raise RuntimeError(f"training diverged: 100 non-finite steps before {step}")
+            continue
+        skipped = 0
         optimizer.step()
         step += 1
         bar.update()
