@@ -113,7 +113,7 @@ def load(path: Path | str | None = None, kind: str = "scalable") -> LoadedModel:
         state = {
             k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()
         }
-        _load_state(model, state, strict=True)
+        load_state(model, state, strict=True)
     except WeightsError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -122,7 +122,7 @@ def load(path: Path | str | None = None, kind: str = "scalable") -> LoadedModel:
     return LoadedModel(model.eval(), card, identity_of(path))
 
 
-def _load_state(model: nn.Module, state: dict, strict: bool) -> None:
+def load_state(model: nn.Module, state: dict, strict: bool) -> None:
     """load_state_dict that lets every latent codec resize its CDF-table buffers first."""
     from fusioncodec.nets.latent import SliceLatentCodec
 
@@ -139,7 +139,7 @@ def load_weights_into(model: nn.Module, path: Path, strict: bool = True) -> None
     from safetensors.torch import load_file
 
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    _load_state(model, state, strict=strict)
+    load_state(model, state, strict=strict)
 
 
 def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes:

@@ -23,3 +23,4 @@ fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coc
   --out results/coco128 -f --no-progress
 fcodec bench --image "$S/data/kodak/kodim01.png" --train --out results/bench.json
 python scripts/summarize_results.py results > results/summary.json
+if [ -n "${M_MODELS:-}" ]; then python scripts/compare_m.py results/m-compare 4 2; fi

@@ -223,3 +223,23 @@ def test_non_finite_steps_are_skipped_not_applied(tmp_path: Path, monkeypatch) -
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert state["step"] == 3 and calls["n"] == 5
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_stage_two_from_exported_weights_resumes_and_exports(tmp_path: Path) -> None:
+    """--init from shipped-style weights (which hold CDF tables): resume and export work."""
+    root = _fake_train_root(tmp_path / "data")
+    runner = CliRunner()
+    first = tmp_path / "runs" / "machine"
+    result = runner.invoke(cli, train_args("machine", first, root, 1, "--threads", "1"), env=ENV)
+    assert result.exit_code == 0, result.output
+    export = ["export", str(first / "checkpoint.pt"), "--kind", "scalable", "--name", "stage1"]
+    assert runner.invoke(cli, [*export, "--out", str(tmp_path)]).exit_code == 0
+    human = tmp_path / "runs" / "human"
+    init = ["--init", str(tmp_path / "stage1.safetensors"), "--threads", "1"]
+    for steps in (1, 2):  # the second run resumes from a checkpoint that holds CDF tables
+        result = runner.invoke(cli, train_args("human", human, root, steps, *init), env=ENV)
+        assert result.exit_code == 0, result.output
+    assert torch.load(human / "checkpoint.pt", weights_only=False)["step"] == 2
+    export = ["export", str(human / "checkpoint.pt"), "--kind", "scalable", "--name", "stage2"]
+    result = runner.invoke(cli, [*export, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output

@@ -139,7 +139,9 @@ def train(cfg: TrainConfig) -> Path:
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        from fusioncodec.weights import load_state
+
+        load_state(model, state["model"], strict=True)  # CDF tables of any size
         if state.get("optimizer") is not None:  # weights-only checkpoints restart Adam
             optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
