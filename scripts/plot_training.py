@@ -51,7 +51,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     runs = {}
     for spec in args.logs:
-        name, _, path = spec.partition("=")
+        name, _, path = spec.rpartition("=")  # names may hold "="
         runs[name] = read_log(Path(path))
     fig, axes = plt.subplots(len(runs), 2, figsize=(11, 3.6 * len(runs)), squeeze=False)
     rows = []

@@ -2,8 +2,9 @@
 
     python scripts/summarize_results.py results/ > results/summary.json
 
-Reads results/kodak/ (fcodec eval human), results/coco128/ (fcodec eval machine) and
-results/bench.json (fcodec bench) when present.
+Reads results/kodak/ (fcodec eval human), results/coco128/ (fcodec eval machine),
+results/m-compare/summary.json (scripts/compare_m.py) and results/bench.json (fcodec bench)
+when present.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ def coco(folder: Path) -> dict:
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
     summary = {"kodak": kodak(root / "kodak"), "coco128": coco(root / "coco128")}
-    bench = _load(root / "bench.json")
-    if bench:
-        summary["bench"] = bench
+    for key, path in (("m_compare", "m-compare/summary.json"), ("bench", "bench.json")):
+        data = _load(root / path)
+        if data:
+            summary[key] = data
     print(json.dumps(summary, indent=1))
 
 
