@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusioncodec.nets import CodecConfig, ScalableCodec
+from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
 from fusioncodec.weights import export
 
 TINY = CodecConfig(n=16, slices=2, m=1, hyper_channels=32, z_channels=16)
@@ -38,6 +38,16 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.nn.init.normal_(model.additional.latent.context[-1].weight, std=0.05)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     export(model, {"name": "tiny-test", "kind": "scalable", "config": TINY.to_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small single-layer (baseline) model, random weights, saved as safetensors."""
+    torch.manual_seed(1)
+    model = SingleLayerCodec(TINY, TINY.human_lambdas)
+    path = tmp_path_factory.mktemp("weights") / "tiny-baseline.safetensors"
+    export(model, {"name": "tiny-baseline", "kind": "baseline", "config": TINY.to_dict()}, path)
     return path
 
 

@@ -345,6 +345,35 @@ def test_fusioncodec_machine_layer_runs(coco3: dict[str, Path], tiny_weights: Pa
     assert curve["results"]["quality"] == [1.0, 8.0] and len(curve["results"]["map"]) == 2
 
 
+def test_human_layer_and_baseline_are_scored(
+    coco3: dict[str, Path], tiny_weights: Path, tiny_baseline_weights: Path
+) -> None:
+    out = coco3["root"] / "out-learned"
+    args = ["--images", coco3["images"], "--annotations", coco3["ann"], "--limit", 2]
+    args += ["--detector", "fastestdet", "--qualities", "1,8", "--weights", tiny_weights]
+    args += ["--codecs", "fusioncodec,fusioncodec-human,baseline"]
+    ok(run([*args, "--baseline-weights", tiny_baseline_weights, "--out", out, "--jobs", 1]))
+    rows = read_csv(out / "results.csv")
+    bpp = {(r["codec"], r["quality"]): float(r["bpp"]) for r in rows if r["quality"]}
+    for q in ("1.0", "8.0"):
+        # The human layer's file holds the machine layer too.
+        assert bpp[("fusioncodec-human", q)] > bpp[("fusioncodec", q)] > 0
+        assert bpp[("baseline", q)] > 0
+    for name in ("fusioncodec-human", "baseline"):
+        curve = json.loads((out / f"fastestdet_{name}.json").read_text())
+        assert curve["results"]["quality"] == [1.0, 8.0]
+        assert all(0 <= v <= 1 for v in curve["results"]["map"])
+    missing = coco3["root"] / "none.safetensors"
+    assert_one_line_error(
+        run([*args, "--baseline-weights", missing, "--out", coco3["root"] / "o2"]),
+        "none.safetensors",
+    )
+    assert_one_line_error(
+        run([*args, "--baseline-weights", tiny_weights, "--out", coco3["root"] / "o3"]),
+        "not a baseline",
+    )
+
+
 # --------------------------------------------------------------------------- CLI errors
 
 

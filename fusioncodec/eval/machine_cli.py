@@ -38,9 +38,13 @@ if TYPE_CHECKING:
 
     from fusioncodec.eval.detectors import Detector
 
+    # (image, quality) -> (bytes counted for the rate, decoded image)
+    Roundtrip = Callable[[Image.Image, float], tuple[int, Image.Image]]
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".avif"}
 IMAGE_EXTENSIONS |= {".heic", ".heif", ".jxl", ".pgm"}
-BUILTIN_CODECS = ("uncompressed", "fusioncodec", "jpeg", "webp", "avif", "hevc")
+LEARNED = ("fusioncodec", "fusioncodec-human", "baseline")  # quality sweep: --qualities
+BUILTIN_CODECS = ("uncompressed", *LEARNED, "jpeg", "webp", "avif", "hevc")
 # Default quality sweeps: those of the shared coco128 anchors, so the curves line up.
 CLASSICAL_QUALITIES = {
     "jpeg": (1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 75, 90),
@@ -55,6 +59,8 @@ DESCRIPTIONS = {
     "avif": "AVIF, Pillow (libavif), 4:2:0",
     "hevc": "HEIC (HEVC intra), pillow-heif/libheif + x265 defaults, 4:2:0",
     "fusioncodec": "fusioncodec machine layer only (.fcb file with header)",
+    "fusioncodec-human": "fusioncodec human layer (.fcb file with both layers and header)",
+    "baseline": "single-layer learned codec (the standard LIC; rate: payload bytes)",
 }
 DEFAULT_ANCHOR = "jpeg"
 
@@ -234,6 +240,45 @@ class _Classical:
         data = self.shared.encode(image, quality)
         decoded = self.shared.decode(data, image.width, image.height)
         return len(data), Image.fromarray(decoded).convert("RGB")
+
+
+def _learned_runner(
+    name: str,
+    weights: str | None,
+    baseline_weights: str | None,
+    device: str,
+    qualities: Sequence[float],
+) -> tuple[str, Roundtrip]:
+    """Load a learned codec (fatal CliError on failure): its model name and a round trip
+    ``(image, quality) -> (bytes counted for the rate, decoded image)``."""
+    if name != "baseline":
+        codec = codec_loader(weights, device, qualities)()
+        layers = ("machine",) if name == "fusioncodec" else ("machine", "human")
+
+        def scalable(image: Image.Image, q: float) -> tuple[int, Image.Image]:
+            data = codec.encode(image, layers=layers, quality=q)
+            return len(data), codec.decode(data, layers[-1])
+
+        return codec.name, scalable
+    from fusioncodec.eval.rd import _baseline
+    from fusioncodec.weights import WeightsError
+
+    try:
+        runner = _baseline(baseline_weights, device)
+    except WeightsError as exc:
+        raise CliError(str(exc)) from None
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+        source = _show(baseline_weights) if baseline_weights else "the shipped baseline weights"
+        raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
+    for q in qualities:
+        if not 1 <= q <= runner.levels:
+            raise CliError(f"baseline quality must be between 1 and {runner.levels}, got {q:g}")
+
+    def single(image: Image.Image, q: float) -> tuple[int, Image.Image]:
+        payload = runner.encode(image, q)
+        return len(payload), runner.decode(payload, image.width, image.height, q)
+
+    return runner.loaded.name, single
 
 
 def _known_codecs() -> tuple[str, ...]:
@@ -644,16 +689,17 @@ def _bd_markdown(rows: list[dict[str, Any]]) -> str:
     "--codecs",
     default=None,
     metavar="LIST",
-    help="Comma list of uncompressed, fusioncodec, jpeg, webp, avif, hevc. "
+    help="Comma list of uncompressed, fusioncodec (machine layer), fusioncodec-human (both "
+    "layers, human decoder), baseline (single-layer LIC), jpeg, webp, avif, hevc. "
     "Default: uncompressed,fusioncodec (uncompressed only with --decoded). "
-    "The uncompressed baseline is always measured.",
+    "The uncompressed images are always scored.",
 )
 @click.option(
     "--qualities",
     default="1,2,3,4,5,6,7,8",
     show_default=True,
     metavar="LIST",
-    help="fusioncodec machine-layer qualities.",
+    help="Qualities of fusioncodec, fusioncodec-human and baseline.",
 )
 @click.option(
     "--classical-qualities",
@@ -662,6 +708,12 @@ def _bd_markdown(rows: list[dict[str, Any]]) -> str:
     help="Qualities for jpeg/webp/avif/hevc. Default: the sweeps of the shared anchors.",
 )
 @weights_option
+@click.option(
+    "--baseline-weights",
+    default=None,
+    metavar="PATH",
+    help="Single-layer baseline weights (codec 'baseline'). Default: the shipped baseline.",
+)
 @device_option
 @click.option(
     "--decoded",
@@ -733,6 +785,7 @@ def machine(
     qualities: str,
     classical_qualities: str | None,
     weights: str | None,
+    baseline_weights: str | None,
     device: str,
     decoded_dirs: tuple[str, ...],
     bpp_files: tuple[str, ...],
@@ -849,7 +902,7 @@ def machine(
 
     classical = {}
     for name in codec_list:
-        if name not in ("uncompressed", "fusioncodec"):
+        if name not in ("uncompressed", *LEARNED):
             classical[name] = _Classical(name)
             classical[name].check()
 
@@ -890,13 +943,16 @@ def machine(
             raise CliError(
                 f"{_show(out_path / existing[0])}: already exists (use --force to overwrite)"
             )
-    codec = None
-    if "fusioncodec" in codec_list:
-        codec = codec_loader(weights, device, fc_qualities)()  # fatal errors before any work
-        if jobs:
-            import torch
+    # fatal errors (weights, qualities) before any work
+    runners = {
+        name: _learned_runner(name, weights, baseline_weights, device, fc_qualities)
+        for name in LEARNED
+        if name in codec_list
+    }
+    if runners and jobs:
+        import torch
 
-            torch.set_num_threads(jobs)
+        torch.set_num_threads(jobs)
     try:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -917,28 +973,25 @@ def machine(
     _report(baseline, names)
     curves: dict[str, Curve] = {}
 
-    if codec is not None:
-        curve = curves["fusioncodec"] = Curve(
-            "fusioncodec", "fusioncodec", f"{DESCRIPTIONS['fusioncodec']}, model {codec.name}"
-        )
+    for name, (model_name, roundtrip) in runners.items():
+        curve = curves[name] = Curve(name, name, f"{DESCRIPTIONS[name]}, model {model_name}")
         for q in fc_qualities:
 
             def coded(
-                q: float = q,
+                q: float = q, name: str = name, roundtrip: Roundtrip = roundtrip
             ) -> Iterator[tuple[Source, Image.Image, int, Image.Image]]:
                 for source in sources:
                     image = _open(source.path)
                     try:
-                        data = codec.encode(image, layers=("machine",), quality=q)
-                        decoded = codec.decode(data, "machine")
+                        n_bytes, decoded = roundtrip(image, q)
                     except (ValueError, RuntimeError, MemoryError) as exc:
                         raise CliError(
-                            f"{_show(source.path)}: fusioncodec failed at quality {q:g}: "
+                            f"{_show(source.path)}: {name} failed at quality {q:g}: "
                             f"{error_reason(exc)}"
                         ) from None
-                    yield source, decoded.convert("RGB"), len(data), image
+                    yield source, decoded.convert("RGB"), n_bytes, image
 
-            point = sweep.run_point("fusioncodec", q, coded(), len(sources))
+            point = sweep.run_point(name, q, coded(), len(sources))
             curve.points.append(point)
             _report(point, names)
 
