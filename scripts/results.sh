@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the committed results (README "Results"): Kodak RD, the m comparison,
-# coco128 detector mAP and the speed bench. Run from the repo root with the venv active.
+# coco128 detector mAP (machine layer, human layer, baseline) and the speed bench.
+# Run from the repo root with the venv active.
 # The m comparison needs the two comparison models, which are not shipped (see README):
 # M_MODELS=folder with fusioncodec-m4.safetensors and fusioncodec-m2.safetensors.
 set -euo pipefail
@@ -21,6 +22,10 @@ fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coc
   --codecs uncompressed,fusioncodec --qualities 1,1.5,2,2.5,3,4,6,8 \
   --overlay jpeg --overlay webp --overlay avif --overlay hevc --anchor avif \
   --out results/coco128 -f --no-progress
+# The same detectors on the human layer's pictures and on the single-layer baseline.
+fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coco128/instances.json" \
+  --codecs fusioncodec-human,baseline --qualities 1,2,3,4,6,8 --overlay results/coco128 \
+  --overlay avif --anchor avif --out results/coco128-layers -f --no-progress
 fcodec bench --image "$S/data/kodak/kodim01.png" --train --out results/bench.json
 python scripts/summarize_results.py results > results/summary.json
 if [ -n "${M_MODELS:-}" ]; then python scripts/compare_m.py results/m-compare 4 2; fi

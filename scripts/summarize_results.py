@@ -3,6 +3,7 @@
     python scripts/summarize_results.py results/ > results/summary.json
 
 Reads results/kodak/ (fcodec eval human), results/coco128/ (fcodec eval machine),
+results/coco128-layers/ (the human layer and the baseline under the same detectors),
 results/m-compare/summary.json (scripts/compare_m.py) and results/bench.json (fcodec bench)
 when present.
 """
@@ -62,9 +63,36 @@ def coco(folder: Path) -> dict:
     return out
 
 
+def coco_layers(folder: Path, machine: Path) -> dict:
+    """Detector mAP of the human layer and the baseline, and their BD-rate (mAP in place of
+    PSNR) against the machine layer; negative: fewer bits than the machine layer."""
+    from fusioncodec.eval.metrics import bd_rate
+
+    out: dict = {}
+    for path in sorted(folder.glob("*_*.json")):
+        detector, codec = path.stem.split("_", 1)
+        ref = _load(machine / f"{detector}_fusioncodec.json")
+        if codec == "uncompressed" or ref is None:
+            continue
+        r, m = json.loads(path.read_text())["results"], ref["results"]
+        try:
+            bd = bd_rate(m["bpp"], m["map"], r["bpp"], r["map"])
+        except ValueError:  # too few points or no shared mAP range
+            bd = None
+        out.setdefault(detector, {})[codec] = {
+            "quality": r["quality"],
+            "bpp": r["bpp"],
+            "map": r["map"],
+            "bd_rate_vs_machine_layer_percent": bd,
+        }
+    return out
+
+
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
     summary = {"kodak": kodak(root / "kodak"), "coco128": coco(root / "coco128")}
+    if (root / "coco128-layers").is_dir():
+        summary["coco128_layers"] = coco_layers(root / "coco128-layers", root / "coco128")
     for key, path in (("m_compare", "m-compare/summary.json"), ("bench", "bench.json")):
         data = _load(root / path)
         if data:
