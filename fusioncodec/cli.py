@@ -41,12 +41,13 @@ from fusioncodec.messages import error_reason, one_line
 if TYPE_CHECKING:
     from PIL import Image
 
-    from fusioncodec.codec import Codec
+    from fusioncodec.codec import Codec, SingleLayerRunner
 
 __all__ = ["CliError", "FileError", "cli", "main"]
 
 STDIO = "-"
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", "Codec", "SingleLayerRunner")
 
 
 # --------------------------------------------------------------------------- errors
@@ -474,12 +475,35 @@ def codec_loader(
     ``qualities`` are checked against the model's level count once it is loaded.
     """
 
-    @cache
-    def get() -> Codec:
+    def load() -> Codec:
         import fusioncodec
 
+        return fusioncodec.load(weights, device)
+
+    return _checked_loader(load, weights, qualities)
+
+
+def baseline_loader(
+    weights: str | None, device: str, qualities: Sequence[float] = ()
+) -> Callable[[], SingleLayerRunner]:
+    """Like :func:`codec_loader`, for the single-layer baseline (default: the shipped one)."""
+
+    def load() -> SingleLayerRunner:
+        from fusioncodec.codec import SingleLayerRunner
+        from fusioncodec.weights import load
+
+        return SingleLayerRunner(load(weights, "baseline"), device)
+
+    return _checked_loader(load, weights, qualities)
+
+
+def _checked_loader(
+    load: Callable[[], M], weights: str | None, qualities: Sequence[float]
+) -> Callable[[], M]:
+    @cache
+    def get() -> M:
         try:
-            codec = fusioncodec.load(weights, device)
+            model = load()
         except (ValueError, OSError, KeyError, RuntimeError) as exc:
             from fusioncodec.weights import WeightsError
 
@@ -488,9 +512,9 @@ def codec_loader(
             source = _show(weights) if weights else "the default weights"
             raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
         for q in qualities:
-            if not 1 <= q <= codec.levels:
-                raise CliError(f"quality must be between 1 and {codec.levels}, got {q}")
-        return codec
+            if not 1 <= q <= model.levels:
+                raise CliError(f"quality must be between 1 and {model.levels}, got {q}")
+        return model
 
     return get
 

@@ -127,8 +127,8 @@ class Codec:
         )
         coded = [Layer("machine", float(quality), payload)]
         if "human" in layers:
-            y_add = self.model.additional.analyze(x, y_machine)
             additional = self.model.additional
+            y_add = additional.analyze(x, y_machine)
             payload, _ = _encode_latent(
                 additional.latent, y_add, self._q(human_quality), additional.context(y_machine)
             )
@@ -194,6 +194,9 @@ class SingleLayerRunner:
     """
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto") -> None:
+        if loaded.kind != "baseline":
+            kind = f"{loaded.name} is a {loaded.kind} model"
+            raise ValueError(f"{kind}, not a baseline (single-layer)")
         self.loaded = loaded
         self.device = resolve_device(device)
         self.model = loaded.model.to(self.device).eval()

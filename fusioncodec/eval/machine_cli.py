@@ -30,12 +30,20 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fusioncodec.cli import CliError, _show, codec_loader, device_option, weights_option
+from fusioncodec.cli import (
+    CliError,
+    _show,
+    baseline_loader,
+    codec_loader,
+    device_option,
+    weights_option,
+)
 from fusioncodec.messages import error_reason
 
 if TYPE_CHECKING:
     from PIL import Image
 
+    from fusioncodec.codec import Codec, SingleLayerRunner
     from fusioncodec.eval.detectors import Detector
 
     # (image, quality) -> (bytes counted for the rate, decoded image)
@@ -243,16 +251,12 @@ class _Classical:
 
 
 def _learned_runner(
-    name: str,
-    weights: str | None,
-    baseline_weights: str | None,
-    device: str,
-    qualities: Sequence[float],
+    name: str, get_codec: Callable[[], Codec], get_baseline: Callable[[], SingleLayerRunner]
 ) -> tuple[str, Roundtrip]:
     """Load a learned codec (fatal CliError on failure): its model name and a round trip
     ``(image, quality) -> (bytes counted for the rate, decoded image)``."""
     if name != "baseline":
-        codec = codec_loader(weights, device, qualities)()
+        codec = get_codec()
         layers = ("machine",) if name == "fusioncodec" else ("machine", "human")
 
         def scalable(image: Image.Image, q: float) -> tuple[int, Image.Image]:
@@ -260,19 +264,7 @@ def _learned_runner(
             return len(data), codec.decode(data, layers[-1])
 
         return codec.name, scalable
-    from fusioncodec.eval.rd import _baseline
-    from fusioncodec.weights import WeightsError
-
-    try:
-        runner = _baseline(baseline_weights, device)
-    except WeightsError as exc:
-        raise CliError(str(exc)) from None
-    except (ValueError, OSError, KeyError, RuntimeError) as exc:
-        source = _show(baseline_weights) if baseline_weights else "the shipped baseline weights"
-        raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
-    for q in qualities:
-        if not 1 <= q <= runner.levels:
-            raise CliError(f"baseline quality must be between 1 and {runner.levels}, got {q:g}")
+    runner = get_baseline()
 
     def single(image: Image.Image, q: float) -> tuple[int, Image.Image]:
         payload = runner.encode(image, q)
@@ -944,8 +936,10 @@ def machine(
                 f"{_show(out_path / existing[0])}: already exists (use --force to overwrite)"
             )
     # fatal errors (weights, qualities) before any work
+    get_codec = codec_loader(weights, device, fc_qualities)  # loaded once, on first use
+    get_baseline = baseline_loader(baseline_weights, device, fc_qualities)
     runners = {
-        name: _learned_runner(name, weights, baseline_weights, device, fc_qualities)
+        name: _learned_runner(name, get_codec, get_baseline)
         for name in LEARNED
         if name in codec_list
     }
