@@ -844,20 +844,52 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
     help="Edge-mask folder from 'fcodec masks' (repeatable). Default: built-in sources.",
 )
 @click.option("--init", metavar="PATH", help="Start from these weights (e.g. a machine codec).")
-@click.option("--minutes", type=float, default=60.0, show_default=True)
-@click.option("--steps", type=int, default=1_000_000, show_default=True)
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--crop", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--threads", type=int, default=0, help="torch threads (0: torch's default).")
-@click.option("--n", "n", type=int, default=96, show_default=True, help="Transform channels.")
-@click.option("--slices", type=int, default=5, show_default=True, help="S, machine slices.")
-@click.option("--m", "m", type=int, default=4, show_default=True, help="m, human slices.")
+@click.option(
+    "--minutes", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True
+)
+@click.option("--steps", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--crop", type=click.IntRange(min=64), default=128, show_default=True, help="Multiple of 64."
+)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option(
+    "--threads", type=click.IntRange(min=0), default=0, help="torch threads (0: torch's default)."
+)
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=96,
+    show_default=True,
+    help="Transform channels.",
+)
+@click.option(
+    "--slices", type=click.IntRange(min=1), default=5, show_default=True, help="S, machine slices."
+)
+@click.option(
+    "--m", "m", type=click.IntRange(min=1), default=4, show_default=True, help="m, human slices."
+)
+@click.option(
+    "--machine-lambdas",
+    metavar="LO:HI",
+    help="Machine lambda range, geometric over the quality levels (default 0.0005:0.03).",
+)
+@click.option(
+    "--human-lambdas",
+    metavar="LO:HI",
+    help="Human-layer / baseline lambda range (default 0.0013:0.1).",
+)
 @click.option(
     "--val", "val_dir", metavar="DIR", help="Held-out images coded for real during training."
 )
-@click.option("--val-count", type=int, default=4, show_default=True)
-@click.option("--validate-minutes", type=float, default=15.0, show_default=True)
+@click.option("--val-count", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--validate-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+)
 @device_option
 def train(
     stage: str,
@@ -874,6 +906,8 @@ def train(
     n: int,
     slices: int,
     m: int,
+    machine_lambdas: str | None,
+    human_lambdas: str | None,
     val_dir: str | None,
     val_count: int,
     validate_minutes: float,
@@ -883,6 +917,8 @@ def train(
 
     machine: SA-ICM loss (MSE on edge pixels); human: machine frozen, additional codec and
     human decoder; joint: both at once (machine latent detached); baseline: single-layer LIC.
+    With --init, new lambda ranges start from the trained gains moved to the new lambdas.
+    A resumed run keeps its checkpoint's architecture and lambdas.
     """
     if os.environ.get("GLIBC_TUNABLES") is None and sys.platform.startswith("linux"):
         # Large malloc thresholds stop page-fault storms in CPU training (35-60% faster here).
@@ -892,6 +928,8 @@ def train(
     from fusioncodec.train.loop import TrainConfig
     from fusioncodec.train.loop import train as run
 
+    if crop % 64:
+        raise CliError(f"--crop must be a multiple of 64 (the codec's stride), got {crop}")
     shared = Path(os.environ.get("FUSIONCODEC_SHARED", "../shared"))
     root = Path(train_root) if train_root else shared / "data" / "train"
     if not root.is_dir():
@@ -906,7 +944,15 @@ def train(
         if not val_images:
             raise CliError(f"no validation images in {_show(val_dir)}")
     try:
-        codec = CodecConfig(n=n, slices=slices, m=m)
+        ranges = {
+            name: _lambda_range(text, option)
+            for name, text, option in (
+                ("machine_lambdas", machine_lambdas, "--machine-lambdas"),
+                ("human_lambdas", human_lambdas, "--human-lambdas"),
+            )
+            if text is not None
+        }
+        codec = CodecConfig(n=n, slices=slices, m=m, **ranges)
         config = TrainConfig(
             stage=stage,
             out=Path(out_dir),
@@ -929,6 +975,19 @@ def train(
     except (ValueError, OSError) as exc:
         raise CliError(error_reason(exc)) from None
     click.echo(f"checkpoint: {checkpoint}", err=True)
+
+
+def _lambda_range(text: str, option: str, levels: int = 8) -> list[float]:
+    """``LO:HI`` -> ``levels`` lambdas spaced geometrically from LO to HI."""
+    from fusioncodec.nets.config import geometric
+
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise CliError(f"{option} takes LO:HI (two numbers), got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise CliError(f"{option} needs 0 < LO < HI, got {text!r}")
+    return geometric(lo, hi, levels)
 
 
 @cli.command("export")

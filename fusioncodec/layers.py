@@ -70,6 +70,18 @@ class GainUnit(nn.Module):
         log = table[lo] * (1 - t) + table[lo + 1] * t
         return log.exp()[:, :, None, None]
 
+    @torch.no_grad()
+    def resample(self, positions: Tensor) -> None:
+        """Re-seat the learned levels at continuous ``positions`` of the current table.
+
+        Positions outside ``[0, levels - 1]`` extrapolate the end segments linearly (in log
+        gain). Used to warm-start a new lambda range from weights trained on another one.
+        """
+        for table in (self.log_gain, self.log_inverse):
+            lo = positions.floor().clamp(0, self.levels - 2).long()
+            t = (positions - lo.to(positions))[:, None].to(table)
+            table.copy_(table[lo] * (1 - t) + table[lo + 1] * t)
+
     def gain(self, q: Tensor) -> Tensor:
         return self._interpolate(self.log_gain, q)
 
@@ -81,3 +93,23 @@ def lambda_log_gains(lambdas: list[float]) -> Tensor:
     """Initial log-gains: quantiser step shrinking as sqrt(lambda) grows (MSE rule of thumb)."""
     mid = math.exp(sum(math.log(x) for x in lambdas) / len(lambdas))
     return torch.tensor([0.5 * math.log(x / mid) for x in lambdas])
+
+
+def lambda_positions(trained: list[float], wanted: list[float]) -> Tensor:
+    """Where each wanted lambda lies in a trained lambda table, as a continuous level index.
+
+    Linear in log lambda between levels and beyond the ends (extrapolated), the same rule
+    :class:`GainUnit` uses between levels.
+    """
+    logs = torch.tensor(trained, dtype=torch.float64).log()
+    out = []
+    for value in wanted:
+        x = math.log(value)
+        i = int(
+            torch.searchsorted(logs, torch.tensor(x, dtype=torch.float64)).clamp(
+                1, len(trained) - 1
+            )
+        )
+        lo, hi = float(logs[i - 1]), float(logs[i])
+        out.append(i - 1 + (x - lo) / (hi - lo))
+    return torch.tensor(out, dtype=torch.float32)

@@ -243,3 +243,92 @@ def test_stage_two_from_exported_weights_resumes_and_exports(tmp_path: Path) -> 
     export = ["export", str(human / "checkpoint.pt"), "--kind", "scalable", "--name", "stage2"]
     result = runner.invoke(cli, [*export, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+
+
+def test_lambda_positions_interpolate_and_extrapolate_in_log_lambda() -> None:
+    from fusioncodec.layers import lambda_positions
+
+    trained = [0.001, 0.01, 0.1]
+    got = lambda_positions(trained, [0.001, 0.01**0.5 * 0.1**0.5, 0.1, 0.0001, 1.0])
+    assert torch.allclose(got, torch.tensor([0.0, 1.5, 2.0, -1.0, 3.0]), atol=1e-6)
+
+
+def test_gain_unit_resample_moves_levels_to_new_positions() -> None:
+    from fusioncodec.layers import GainUnit
+
+    unit = GainUnit(2, 3, torch.tensor([-1.0, 0.0, 2.0]))
+    before = unit.gain(torch.tensor([0.5, 1.5])).flatten()
+    unit.resample(torch.tensor([-1.0, 0.5, 1.5]))
+    assert torch.allclose(unit.log_gain[:, 0], torch.tensor([-2.0, -0.5, 1.0]))
+    assert torch.allclose(unit.log_inverse[:, 0], torch.tensor([2.0, 0.5, -1.0]))
+    assert torch.allclose(unit.gain(torch.tensor([1.0, 2.0])).flatten(), before)
+
+
+def test_new_machine_lambda_range_warm_starts_from_init_and_survives_resume(
+    tmp_path: Path,
+) -> None:
+    from safetensors.torch import load_file
+
+    from fusioncodec.layers import lambda_positions
+    from fusioncodec.nets.config import geometric
+
+    root = _fake_train_root(tmp_path / "data")
+    runner = CliRunner()
+    first = tmp_path / "runs" / "machine"
+    result = runner.invoke(cli, train_args("machine", first, root, 1, "--threads", "1"), env=ENV)
+    assert result.exit_code == 0, result.output
+    export = ["export", str(first / "checkpoint.pt"), "--kind", "scalable", "--name", "stage1"]
+    assert runner.invoke(cli, [*export, "--out", str(tmp_path)]).exit_code == 0
+    trained = load_file(str(tmp_path / "stage1.safetensors"))["machine.latent.gain.log_gain"]
+    run = tmp_path / "runs" / "low"
+    low = ["--init", str(tmp_path / "stage1.safetensors"), "--machine-lambdas", "0.0001:0.03"]
+    args = train_args("joint", run, root, 1, *low, "--threads", "1")
+    result = runner.invoke(cli, args, env=ENV)
+    assert result.exit_code == 0, result.output
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    wanted = geometric(0.0001, 0.03, 8)
+    assert state["config"]["codec"]["machine_lambdas"] == wanted
+    assert state["config"]["codec"]["human_lambdas"] == geometric(0.0013, 0.1, 8)
+    # Level i now holds the trained gain at the new lambda's place in the old table.
+    where = lambda_positions(geometric(0.0005, 0.03, 8), wanted)
+    assert where[0] < 0 and abs(float(where[-1]) - 7) < 1e-5
+    lo = where.floor().clamp(0, 6).long()
+    t = (where - lo)[:, None]
+    expect = trained.float()[lo] * (1 - t) + trained.float()[lo + 1] * t
+    got = state["model"]["machine.latent.gain.log_gain"]
+    assert torch.allclose(got, expect, atol=2e-3)  # one Adam step (lr 2e-4) from the start
+    assert not torch.allclose(got, trained.float(), atol=0.05)
+    # Resumed without the option, the run keeps the lambdas it was started with.
+    args = train_args("joint", run, root, 2, "--threads", "1")
+    result = runner.invoke(cli, args, env=ENV)
+    assert result.exit_code == 0, result.output
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 2 and state["config"]["codec"]["machine_lambdas"] == wanted
+
+
+@pytest.mark.parametrize("value", ["0.1", "0.03:0.0001", "a:b", "0:0.1", "nan:1"])
+def test_bad_lambda_range_is_a_one_line_error(tmp_path: Path, value: str) -> None:
+    root = _fake_train_root(tmp_path / "data")
+    args = train_args("machine", tmp_path / "r", root, 1, "--machine-lambdas", value)
+    result = CliRunner().invoke(cli, args, env=ENV)
+    assert result.exit_code != 0
+    assert "--machine-lambdas" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "option", [["--steps", "0"], ["--batch", "0"], ["--crop", "100"], ["--minutes", "0"]]
+)
+def test_bad_training_sizes_are_refused_before_training(tmp_path: Path, option: list) -> None:
+    root = _fake_train_root(tmp_path / "data")
+    args = train_args("machine", tmp_path / "r", root, 1)
+    flag = option[0]
+    if flag in args:
+        args[args.index(flag) + 1] = option[1]
+    else:
+        args += option
+    result = CliRunner().invoke(cli, args, env=ENV)
+    assert result.exit_code != 0
+    assert flag in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()

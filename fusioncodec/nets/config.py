@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
-def _geom(lo: float, hi: float, n: int) -> list[float]:
+def geometric(lo: float, hi: float, n: int) -> list[float]:
+    """``n`` values from ``lo`` to ``hi`` in a geometric progression (6 decimals)."""
     return [round(lo * (hi / lo) ** (i / (n - 1)), 6) for i in range(n)]
 
 
@@ -22,8 +23,8 @@ class CodecConfig:
     hyper_channels: int = 192
     z_channels: int = 128
     levels: int = 8
-    machine_lambdas: list[float] = field(default_factory=lambda: _geom(0.0005, 0.03, 8))
-    human_lambdas: list[float] = field(default_factory=lambda: _geom(0.0013, 0.1, 8))
+    machine_lambdas: list[float] = field(default_factory=lambda: geometric(0.0005, 0.03, 8))
+    human_lambdas: list[float] = field(default_factory=lambda: geometric(0.0013, 0.1, 8))
     # The human layer's encoder also sees the decoded machine latent, so it codes what the
     # machine layer lacks (a residual) instead of the whole picture again.
     conditioned: bool = True

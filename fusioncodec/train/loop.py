@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fusioncodec.layers import lambda_positions
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
 from fusioncodec.train.data import CropSampler, load_or_build
 from fusioncodec.train.losses import bits_per_pixel, edge_mse, lambda_at, mse, psnr, rd_loss
@@ -72,6 +73,22 @@ def _trainable(model: nn.Module, stage: str) -> list[nn.Parameter]:
         model.machine.requires_grad_(False)
         return [p for n, p in model.named_parameters() if not n.startswith("machine.")]
     return list(model.parameters())
+
+
+def _reseat_levels(model: nn.Module, stage: str, trained: dict, codec: CodecConfig) -> None:
+    """Warm-start new lambda ranges: move each gain unit's levels to the new lambdas."""
+    old = CodecConfig.from_dict(trained)
+    units = (
+        [(model.latent.gain, old.human_lambdas, codec.human_lambdas)]
+        if stage == "baseline"
+        else [
+            (model.machine.latent.gain, old.machine_lambdas, codec.machine_lambdas),
+            (model.additional.latent.gain, old.human_lambdas, codec.human_lambdas),
+        ]
+    )
+    for unit, before, after in units:
+        if list(before) != list(after):
+            unit.resample(lambda_positions(before, after))
 
 
 def _step_losses(
@@ -125,11 +142,19 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = cfg.out / "checkpoint.pt"
+    state = None
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = CodecConfig.from_dict(state["config"]["codec"])
+        if saved != cfg.codec:  # a run keeps its architecture and lambdas when resumed
+            tqdm.write(f"resuming with the checkpoint's codec settings: {saved.to_dict()}")
+            cfg.codec = saved
     model = build_model(cfg.stage, cfg.codec)
-    if cfg.init is not None and not ckpt_path.exists():
-        from fusioncodec.weights import load_weights_into
+    if cfg.init is not None and state is None:
+        from fusioncodec.weights import load_weights_into, read_card
 
         load_weights_into(model, cfg.init, strict=False)
+        _reseat_levels(model, cfg.stage, read_card(cfg.init)["config"], cfg.codec)
     params = _trainable(model, cfg.stage)
     quantiles = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main = [p for p in params if all(p is not q for q in quantiles)]
@@ -137,8 +162,7 @@ def train(cfg: TrainConfig) -> Path:
         [{"params": main, "lr": cfg.lr}, {"params": quantiles, "lr": 1e-3}]
     )
     step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if state is not None:
         from fusioncodec.weights import load_state
 
         load_state(model, state["model"], strict=True)  # CDF tables of any size
