@@ -886,9 +886,10 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
 @click.option("--val-count", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option(
     "--validate-minutes",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0),
     default=15.0,
     show_default=True,
+    help="Minutes between validations (0: after every step).",
 )
 @device_option
 def train(
