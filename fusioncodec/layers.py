@@ -63,12 +63,18 @@ class GainUnit(nn.Module):
     def levels(self) -> int:
         return self.log_gain.shape[0]
 
+    @staticmethod
+    def _rows_at(table: Tensor, positions: Tensor) -> Tensor:
+        """Rows of ``table`` at continuous ``positions``, linear between neighbouring rows
+        (and along the end segments for positions outside the table)."""
+        positions = positions.to(table)
+        lo = positions.floor().clamp(0, table.shape[0] - 2).long()
+        t = (positions - lo.to(positions))[:, None]
+        return table[lo] * (1 - t) + table[lo + 1] * t
+
     def _interpolate(self, table: Tensor, q: Tensor) -> Tensor:
         q = q.to(table).clamp(0, self.levels - 1)
-        lo = q.floor().clamp(max=self.levels - 2).long()
-        t = (q - lo.to(q))[:, None]
-        log = table[lo] * (1 - t) + table[lo + 1] * t
-        return log.exp()[:, :, None, None]
+        return self._rows_at(table, q).exp()[:, :, None, None]
 
     @torch.no_grad()
     def resample(self, positions: Tensor) -> None:
@@ -78,9 +84,7 @@ class GainUnit(nn.Module):
         gain). Used to warm-start a new lambda range from weights trained on another one.
         """
         for table in (self.log_gain, self.log_inverse):
-            lo = positions.floor().clamp(0, self.levels - 2).long()
-            t = (positions - lo.to(positions))[:, None].to(table)
-            table.copy_(table[lo] * (1 - t) + table[lo + 1] * t)
+            table.copy_(self._rows_at(table, positions))
 
     def gain(self, q: Tensor) -> Tensor:
         return self._interpolate(self.log_gain, q)
@@ -102,14 +106,7 @@ def lambda_positions(trained: list[float], wanted: list[float]) -> Tensor:
     :class:`GainUnit` uses between levels.
     """
     logs = torch.tensor(trained, dtype=torch.float64).log()
-    out = []
-    for value in wanted:
-        x = math.log(value)
-        i = int(
-            torch.searchsorted(logs, torch.tensor(x, dtype=torch.float64)).clamp(
-                1, len(trained) - 1
-            )
-        )
-        lo, hi = float(logs[i - 1]), float(logs[i])
-        out.append(i - 1 + (x - lo) / (hi - lo))
-    return torch.tensor(out, dtype=torch.float32)
+    x = torch.tensor(wanted, dtype=torch.float64).log()
+    i = torch.searchsorted(logs, x).clamp(1, len(trained) - 1)
+    lo, hi = logs[i - 1], logs[i]
+    return (i - 1 + (x - lo) / (hi - lo)).float()

@@ -225,15 +225,20 @@ def test_non_finite_steps_are_skipped_not_applied(tmp_path: Path, monkeypatch) -
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_stage_two_from_exported_weights_resumes_and_exports(tmp_path: Path) -> None:
-    """--init from shipped-style weights (which hold CDF tables): resume and export work."""
-    root = _fake_train_root(tmp_path / "data")
-    runner = CliRunner()
+def _export_stage1(runner: CliRunner, root: Path, tmp_path: Path) -> None:
+    """One machine step exported as ``tmp_path/stage1.safetensors`` (shipped-style weights)."""
     first = tmp_path / "runs" / "machine"
     result = runner.invoke(cli, train_args("machine", first, root, 1, "--threads", "1"), env=ENV)
     assert result.exit_code == 0, result.output
     export = ["export", str(first / "checkpoint.pt"), "--kind", "scalable", "--name", "stage1"]
     assert runner.invoke(cli, [*export, "--out", str(tmp_path)]).exit_code == 0
+
+
+def test_stage_two_from_exported_weights_resumes_and_exports(tmp_path: Path) -> None:
+    """--init from shipped-style weights (which hold CDF tables): resume and export work."""
+    root = _fake_train_root(tmp_path / "data")
+    runner = CliRunner()
+    _export_stage1(runner, root, tmp_path)
     human = tmp_path / "runs" / "human"
     init = ["--init", str(tmp_path / "stage1.safetensors"), "--threads", "1"]
     for steps in (1, 2):  # the second run resumes from a checkpoint that holds CDF tables
@@ -274,11 +279,7 @@ def test_new_machine_lambda_range_warm_starts_from_init_and_survives_resume(
 
     root = _fake_train_root(tmp_path / "data")
     runner = CliRunner()
-    first = tmp_path / "runs" / "machine"
-    result = runner.invoke(cli, train_args("machine", first, root, 1, "--threads", "1"), env=ENV)
-    assert result.exit_code == 0, result.output
-    export = ["export", str(first / "checkpoint.pt"), "--kind", "scalable", "--name", "stage1"]
-    assert runner.invoke(cli, [*export, "--out", str(tmp_path)]).exit_code == 0
+    _export_stage1(runner, root, tmp_path)
     trained = load_file(str(tmp_path / "stage1.safetensors"))["machine.latent.gain.log_gain"]
     run = tmp_path / "runs" / "low"
     low = ["--init", str(tmp_path / "stage1.safetensors"), "--machine-lambdas", "0.0001:0.03"]

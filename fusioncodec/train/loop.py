@@ -87,7 +87,7 @@ def _reseat_levels(model: nn.Module, stage: str, trained: dict, codec: CodecConf
         ]
     )
     for unit, before, after in units:
-        if list(before) != list(after):
+        if before != after:
             unit.resample(lambda_positions(before, after))
 
 
