@@ -854,6 +854,13 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
 )
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
 @click.option(
+    "--decay-at",
+    type=click.FloatRange(min=0, max=1),
+    default=0.8,
+    show_default=True,
+    help="Fraction of the run (minutes or steps) after which the lr drops 10x.",
+)
+@click.option(
     "--threads", type=click.IntRange(min=0), default=0, help="torch threads (0: torch's default)."
 )
 @click.option(
@@ -903,6 +910,7 @@ def train(
     batch: int,
     crop: int,
     lr: float,
+    decay_at: float,
     threads: int,
     n: int,
     slices: int,
@@ -968,6 +976,7 @@ def train(
             batch=batch,
             crop=crop,
             lr=lr,
+            decay_at=decay_at,
             max_steps=steps,
             max_minutes=minutes,
             threads=threads,

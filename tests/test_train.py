@@ -333,3 +333,27 @@ def test_bad_training_sizes_are_refused_before_training(tmp_path: Path, option: 
     assert result.exit_code != 0
     assert flag in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_decay_at_sets_when_the_lr_drops(tmp_path: Path, monkeypatch) -> None:
+    import fusioncodec.train.loop as loop
+
+    root = _fake_train_root(tmp_path / "data")
+    seen = []
+    real = loop.train
+
+    def logged_every_step(cfg: loop.TrainConfig) -> Path:
+        seen.append(cfg.decay_at)
+        cfg.log_every = 1
+        return real(cfg)
+
+    monkeypatch.setattr(loop, "train", logged_every_step)
+    out = tmp_path / "r"
+    args = train_args(
+        "machine", out, root, 4, "--threads", "1", "--lr", "1e-3", "--decay-at", "0.5"
+    )
+    result = CliRunner().invoke(cli, args, env=ENV)
+    assert result.exit_code == 0, result.output
+    assert seen == [0.5]
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["lr"] for row in rows if "lr" in row] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
