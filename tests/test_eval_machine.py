@@ -414,3 +414,34 @@ def test_cli_errors(coco3: dict[str, Path], tmp_path: Path) -> None:
         "already exists",
     )
     assert (out / "results.csv").read_text() == "old"
+
+
+def test_plot_labels_only_the_bd_anchor_as_anchor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    from fusioncodec.eval.machine_cli import _plot
+
+    def curve(name: str) -> dict:
+        return {
+            "name": name,
+            "results": {"bpp": [0.1, 0.3], "map": [0.1, 0.2], "map50": [0.2, 0.3]},
+        }
+
+    labels: list[str] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        labels.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    overlays = [("fusioncodec", curve("fusioncodec")), ("AVIF", curve("AVIF"))]
+    baseline = {"map": 0.3, "map50": 0.4}
+    assert _plot(
+        tmp_path / "p.png", "yolox", {"baseline": curve("baseline")}, baseline, overlays, "AVIF"
+    )
+    assert labels[:3] == ["baseline", "fusioncodec (overlay)", "AVIF (anchor)"]
+    assert (tmp_path / "p.png").stat().st_size > 0

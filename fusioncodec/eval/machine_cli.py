@@ -511,6 +511,7 @@ def _plot(
     curves: dict[str, dict[str, Any]],
     baseline: dict[str, Any],
     overlays: list[tuple[str, dict[str, Any]]],
+    anchor: str | None = None,
 ) -> bool:
     """mAP and mAP@.5 against bpp (False if matplotlib is missing)."""
     try:
@@ -544,7 +545,8 @@ def _plot(
             xmax = max(xmax, max(xs))
             if is_anchor:
                 style = {"ls": "--", "lw": 1, "marker": ".", "alpha": 0.7}
-                ax.plot(xs, ys, color=color(label), label=f"{label} (anchor)", **style)
+                role = "anchor" if anchor and label.lower() == anchor.lower() else "overlay"
+                ax.plot(xs, ys, color=color(label), label=f"{label} ({role})", **style)
             else:
                 ax.plot(xs, ys, color=color(label), marker="o", ms=4, label=label)
         bpp = baseline.get("bpp")
@@ -566,6 +568,17 @@ def _plot(
     return True
 
 
+def _anchor_curve(
+    anchor_spec: str, detector: str, curves: dict[str, dict[str, Any]]
+) -> tuple[str, dict[str, Any]] | None:
+    """(label, curve) of the BD-rate anchor: a coded curve of this run, else an external one."""
+    for codec, data in curves.items():
+        if anchor_spec.lower() in (codec.lower(), str(data.get("name")).lower()):
+            return codec, data
+    found = _external_curves(anchor_spec, detector)
+    return found[0] if found else None
+
+
 def _bd_rows(
     detector: str,
     curves: dict[str, dict[str, Any]],
@@ -574,14 +587,7 @@ def _bd_rows(
 ) -> list[dict[str, Any]]:
     from fusioncodec.eval.metrics import bd_rate
 
-    anchor: tuple[str, dict[str, Any]] | None = None
-    for codec, data in curves.items():
-        if anchor_spec.lower() in (codec.lower(), str(data.get("name")).lower()):
-            anchor = (codec, data)
-    if anchor is None:
-        found = _external_curves(anchor_spec, detector)
-        if found:
-            anchor = found[0]
+    anchor = _anchor_curve(anchor_spec, detector, curves)
     rows = []
     for codec, data in curves.items():
         if anchor is not None and data is anchor[1]:
@@ -1069,7 +1075,9 @@ def machine(
                 overlays += _external_curves(spec, det)
             except (OSError, ValueError) as exc:
                 raise CliError(f"--overlay {spec}: {error_reason(exc)}") from None
-        if _plot(out_path / f"map-{det}.png", det, curve_data, base_json, overlays):
+        found = _anchor_curve(anchor, det, curve_data)
+        anchor_label = found[0] if found else None
+        if _plot(out_path / f"map-{det}.png", det, curve_data, base_json, overlays, anchor_label):
             written.append(f"map-{det}.png")
         elif detector is detectors[0]:
             click.echo("fcodec: warning: matplotlib is not installed; no plots", err=True)
