@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Train the three comparison models side by side on a lent GPU machine (one GPU, 16 cores).
 #   scripts/gpu_session.sh start MINUTES   install wheels, launch the runs detached, wait
+#   scripts/gpu_session.sh finetune MINUTES [SECONDS]  one joint run from the shipped
+#                                           two-layer weights (carried in models/) instead
 #   scripts/gpu_session.sh wait SECONDS    report progress after SECONDS
 #   scripts/gpu_session.sh snapshot RUN...  latest checkpoints of RUNs to $OUT (runs go on)
 #   scripts/gpu_session.sh collect RUN...  wait for RUNs to end; their weights and logs to $OUT
@@ -19,11 +21,29 @@ progress() {
   tar czf "$OUT/logs.tar.gz" -C "$RUNS" --exclude='*.pt' --exclude='*.npz' . 2>/dev/null
 }
 
-case "$1" in
-start)
+install() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
   python3 -c "import torch, fusioncodec.codec; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
+}
+
+case "$1" in
+finetune)
+  install
+  mkdir -p $RUNS/a
+  setsid nohup python3 -m fusioncodec.cli train joint --out $RUNS/a/joint-ft \
+    --init models/fusioncodec-default.safetensors --data cache/devdata/train \
+    --masks cache/devdata/train --val cache/devdata/val --val-count 4 --validate-minutes 5 \
+    --batch 16 --crop 256 --lr 1e-4 --decay-at 0.85 --minutes "$2" --threads 8 --device cuda \
+    >$RUNS/a/joint-ft.out 2>&1 </dev/null &
+  sleep 90
+  tail -c 600 $RUNS/*/*.out
+  progress
+  sleep "${3:-0}"
+  progress
+  ;;
+start)
+  install
   common=(--data cache/devdata/train --masks cache/devdata/train --val cache/devdata/val
     --val-count 4 --validate-minutes 5 --batch 16 --crop 256 --lr 2e-4 --minutes "$2"
     --threads 4 --device cuda)
