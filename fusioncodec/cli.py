@@ -934,7 +934,7 @@ def train(
         os.environ["GLIBC_TUNABLES"] = _MALLOC_TUNABLES
         os.execv(sys.executable, [sys.executable, "-m", "fusioncodec.cli", *sys.argv[1:]])
     from fusioncodec.nets import CodecConfig
-    from fusioncodec.train.loop import TrainConfig
+    from fusioncodec.train.loop import TrainConfig, TrainingDiverged
     from fusioncodec.train.loop import train as run
 
     if crop % 64:
@@ -982,6 +982,8 @@ def train(
             threads=threads,
         )
         checkpoint = run(config)
+    except TrainingDiverged as exc:
+        raise CliError(str(exc)) from None
     except (ValueError, OSError) as exc:
         raise CliError(error_reason(exc)) from None
     click.echo(f"checkpoint: {checkpoint}", err=True)

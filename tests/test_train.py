@@ -357,3 +357,53 @@ def test_decay_at_sets_when_the_lr_drops(tmp_path: Path, monkeypatch) -> None:
     assert seen == [0.5]
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [row["lr"] for row in rows if "lr" in row] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+
+
+def _poisoning(monkeypatch, poison_calls, rollback_after: int, max_rollbacks: int) -> dict:
+    """Break the weights (NaN) on the given calls of the step; small rollback settings."""
+    from fusioncodec.train import loop
+
+    real_step, real_train = loop._step_losses, loop.train
+    calls = {"n": 0}
+
+    def poisoned(model, *args, **kwargs):
+        calls["n"] += 1
+        if poison_calls(calls["n"]):
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return real_step(model, *args, **kwargs)
+
+    def configured(cfg):
+        cfg.rollback_after, cfg.max_rollbacks = rollback_after, max_rollbacks
+        return real_train(cfg)
+
+    monkeypatch.setattr(loop, "_step_losses", poisoned)
+    monkeypatch.setattr(loop, "train", configured)
+    return calls
+
+
+def test_broken_weights_roll_back_to_the_last_good_state(tmp_path: Path, monkeypatch) -> None:
+    calls = _poisoning(monkeypatch, lambda n: n == 2, rollback_after=3, max_rollbacks=1)
+    root = _fake_train_root(tmp_path / "data")
+    out = tmp_path / "runs" / "joint"
+    result = CliRunner().invoke(cli, train_args("joint", out, root, 3, "--threads", "1"), env=ENV)
+    assert result.exit_code == 0, result.output
+    # step 1 fine; NaN weights from call 2 make calls 2-4 non-finite; back to step 0; 3 more
+    assert calls["n"] == 7
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {"step": 0, "rollback": 1} in [
+        {k: r[k] for k in ("step", "rollback")} for r in rows if "rollback" in r
+    ]
+
+
+def test_repeated_divergence_stops_with_a_one_line_error(tmp_path: Path, monkeypatch) -> None:
+    _poisoning(monkeypatch, lambda n: n >= 2, rollback_after=2, max_rollbacks=1)
+    root = _fake_train_root(tmp_path / "data")
+    out = tmp_path / "runs" / "joint"
+    result = CliRunner().invoke(cli, train_args("joint", out, root, 5, "--threads", "1"), env=ENV)
+    assert result.exit_code != 0
+    assert "diverged 2 times" in result.output and "Traceback" not in result.output
+    assert not (out / "done").exists()

@@ -9,11 +9,13 @@
 
 Quality is sampled continuously per image, so one model covers the whole lambda range.
 Checkpoints (model + optimizer) are written every few minutes and on exit; ``resume``
-continues from the latest one. Logs are JSON lines.
+continues from the latest one. Logs are JSON lines. A non-finite step is skipped; if they
+keep coming, the run goes back to its last saved state with fresh batches (a few times at most).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -23,6 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +37,10 @@ from fusioncodec.train.data import CropSampler, load_or_build
 from fusioncodec.train.losses import bits_per_pixel, edge_mse, lambda_at, mse, psnr, rd_loss
 
 STAGES = ("machine", "human", "joint", "baseline")
+
+
+class TrainingDiverged(RuntimeError):
+    """Training kept producing non-finite steps, even from its last good state."""
 
 
 @dataclass
@@ -58,6 +65,8 @@ class TrainConfig:
     device: str = "auto"  # cpu, cuda or auto
     val_images: list[Path] = field(default_factory=list)  # held-out images coded for real
     validate_minutes: float = 15.0
+    rollback_after: int = 20  # consecutive non-finite steps before returning to the last good state
+    max_rollbacks: int = 5
 
 
 def build_model(stage: str, codec: CodecConfig) -> nn.Module:
@@ -187,10 +196,18 @@ def train(cfg: TrainConfig) -> Path:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
 
+    def snapshot() -> dict[str, Any]:
+        """Model and optimizer state to return to if training stops producing finite steps."""
+        return copy.deepcopy(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+        )
+
     def save() -> None:
+        nonlocal good
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             bar.write("not saving: the weights are no longer finite (last checkpoint kept)")
             return
+        good = snapshot()
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(
             {
@@ -218,7 +235,8 @@ def train(cfg: TrainConfig) -> Path:
 
     start, last_save, last_val = time.time() - elapsed, time.time(), time.time()
     sums: dict[str, torch.Tensor] = {}
-    count = skipped = 0
+    count = skipped = rollbacks = 0
+    good = snapshot()
     bar = tqdm(
         total=cfg.max_steps if cfg.max_steps < 1_000_000 else None,
         initial=step,
@@ -243,8 +261,20 @@ def train(cfg: TrainConfig) -> Path:
         aux_finite = all(torch.isfinite(q.grad).all() for q in quantiles if q.grad is not None)
         if not (torch.isfinite(norm) and aux_finite):  # a bad batch must not poison the weights
             skipped += 1
-            if skipped > 100:
-                raise RuntimeError(f"training diverged: 100 non-finite steps before {step}")
+            if skipped >= cfg.rollback_after:  # the state itself is bad: go back and reshuffle
+                if rollbacks >= cfg.max_rollbacks:
+                    raise TrainingDiverged(
+                        f"training diverged {rollbacks + 1} times (last at step {step}); "
+                        f"{ckpt_path} keeps the last finite state: resume with a lower --lr"
+                    )
+                rollbacks += 1
+                bar.write(f"step {step}: {skipped} non-finite steps; back to step {good['step']}")
+                model.load_state_dict(good["model"])
+                optimizer.load_state_dict(good["optimizer"])
+                step, skipped, sums, count = good["step"], 0, {}, 0
+                sampler = CropSampler(packed, cfg.crop, seed=cfg.seed + step + 7919 * rollbacks)
+                row = {"step": step, "minutes": round(elapsed / 60, 2), "rollback": rollbacks}
+                log.write(json.dumps(row) + "\n")
             continue
         skipped = 0
         optimizer.step()
