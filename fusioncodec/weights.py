@@ -122,9 +122,23 @@ def load(path: Path | str | None = None, kind: str = "scalable") -> LoadedModel:
     return LoadedModel(model.eval(), card, identity_of(path))
 
 
+# compressai's likelihood floors (LowerBound buffers, 1e-9): constants of the training loss
+# that some weight files hold rounded to 0 (an fp16 round trip). They never affect coding.
+LIKELIHOOD_BOUND = "likelihood_lower_bound.bound"
+
+
 def load_state(model: nn.Module, state: dict, strict: bool) -> None:
-    """load_state_dict that lets every latent codec resize its CDF-table buffers first."""
+    """load_state_dict that lets every latent codec resize its CDF-table buffers first.
+
+    The likelihood floors keep the model's own values, so training from any weight file
+    cannot meet a zero likelihood (infinite rate).
+    """
     from fusioncodec.nets.latent import SliceLatentCodec
+
+    own = model.state_dict()
+    state = {
+        k: own[k] if k.endswith(LIKELIHOOD_BOUND) and k in own else v for k, v in state.items()
+    }
 
     for prefix, module in model.named_modules():
         if isinstance(module, SliceLatentCodec):

@@ -27,7 +27,11 @@ def split(checkpoint: Path, out: Path, prefix: str) -> None:
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for name, tensor in state["model"].items():
-        halve = tensor.is_floating_point() and not name.endswith("quantiles")
+        # Only large weights go to fp16: bounds such as compressai's likelihood bound (1e-9)
+        # would round to 0, and the quantiles feed the CDF tables.
+        halve = (
+            tensor.is_floating_point() and tensor.numel() > 16 and not name.endswith("quantiles")
+        )
         t = (tensor.half() if halve else tensor).contiguous()
         nbytes = t.numel() * t.element_size()
         if size + nbytes > SHARD_BYTES and shards[-1]:
@@ -47,7 +51,8 @@ def join(folder: Path, prefix: str, checkpoint: Path) -> None:
     model: dict[str, torch.Tensor] = {}
     for path in sorted(folder.glob(f"{prefix}-*.safetensors")):
         shard = load_file(str(path))
-        model |= {k: v.float() if v.is_floating_point() else v for k, v in shard.items()}
+        # Own copies: tensors read from one file may share its storage under different dtypes.
+        model |= {k: (v.float() if v.is_floating_point() else v).clone() for k, v in shard.items()}
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model, "optimizer": None, **meta}, checkpoint)
     print(f"{checkpoint}: {len(model)} tensors, step {meta['step']}")

@@ -193,8 +193,11 @@ def test_weights_only_checkpoint_through_shards_resumes(tmp_path: Path) -> None:
     joined = torch.load(resumed / "checkpoint.pt", weights_only=False)
     assert joined["optimizer"] is None and joined["step"] == 2
     for name, tensor in original["model"].items():
-        exact = name.endswith("quantiles") or not tensor.is_floating_point()
+        small = tensor.numel() <= 16  # bounds and other constants travel exactly
+        exact = name.endswith("quantiles") or not tensor.is_floating_point() or small
         want = tensor if exact else tensor.half().float()
+        if name.endswith("likelihood_lower_bound.bound"):
+            assert joined["model"][name].item() == pytest.approx(1e-9), name
         assert torch.equal(joined["model"][name], want.to(joined["model"][name].dtype)), name
     args = train_args("joint", resumed, root, 3, "--threads", "1")
     result = runner.invoke(cli, args, env=ENV)

@@ -245,3 +245,31 @@ def test_malformed_card_or_tensors(tmp_path, problem):
     }[problem]
     save_file({"w": torch.zeros(1)}, str(path), metadata={"fusioncodec": meta})
     expect_weights_error(path)
+
+
+def test_zeroed_likelihood_floors_in_a_file_are_restored(exported, tmp_path):
+    """Files whose 1e-9 likelihood floors went through fp16 (0.0) still train safely."""
+    from safetensors.torch import load_file
+
+    with safe_open(str(exported["path"]), "pt") as f:
+        metadata = f.metadata()
+    state = load_file(str(exported["path"]))
+    floors = [k for k in state if k.endswith("likelihood_lower_bound.bound")]
+    assert len(floors) == 4  # y and z of the machine and the additional codec
+    for k in floors:
+        state[k] = torch.zeros_like(state[k])
+    path = tmp_path / "zeroed.safetensors"
+    save_file(state, str(path), metadata=metadata)
+    model = ScalableCodec(CONFIG)
+    load_weights_into(model, path)
+    own = model.state_dict()
+    assert all(own[k].item() == pytest.approx(1e-9) for k in floors)
+    y, likelihoods = model.machine.latent(
+        torch.full((1, 64 * CONFIG.slices, 4, 4), 1e4), torch.ones(1)
+    )
+    assert all(v.min() >= 1e-9 * 0.999 for v in likelihoods.values())
+    assert all(
+        torch.equal(own[k], v)
+        for k, v in load(exported["path"]).model.state_dict().items()
+        if k not in floors
+    )
