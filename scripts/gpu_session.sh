@@ -27,38 +27,39 @@ install() {
   python3 -c "import torch, fusioncodec.codec; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
 }
 
+# launch DIR NAME ARGS...: `fcodec train ARGS` detached, in $RUNS/DIR/NAME, log in NAME.out
+launch() {
+  mkdir -p "$RUNS/$1"
+  setsid nohup python3 -m fusioncodec.cli train "${@:3}" --out "$RUNS/$1/$2" "${data[@]}" \
+    >"$RUNS/$1/$2.out" 2>&1 </dev/null &
+}
+
+# first progress 90 s after the launch, then again after SECONDS
+report() {
+  sleep 90
+  tail -c 600 $RUNS/*/*.out
+  progress
+  sleep "${1:-0}"
+  progress
+}
+
+data=(--data cache/devdata/train --masks cache/devdata/train --val cache/devdata/val
+  --val-count 4 --validate-minutes 5 --batch 16 --crop 256 --device cuda)
+
 case "$1" in
 finetune)
   install
-  mkdir -p $RUNS/a
-  setsid nohup python3 -m fusioncodec.cli train joint --out $RUNS/a/joint-ft \
-    --init models/fusioncodec-default.safetensors --data cache/devdata/train \
-    --masks cache/devdata/train --val cache/devdata/val --val-count 4 --validate-minutes 5 \
-    --batch 16 --crop 256 --lr 1e-4 --decay-at 0.85 --minutes "$2" --threads 8 --device cuda \
-    >$RUNS/a/joint-ft.out 2>&1 </dev/null &
-  sleep 90
-  tail -c 600 $RUNS/*/*.out
-  progress
-  sleep "${3:-0}"
-  progress
+  launch a joint-ft joint --init models/fusioncodec-default.safetensors --lr 1e-4 \
+    --decay-at 0.85 --minutes "$2" --threads 8
+  report "${3:-0}"
   ;;
 start)
   install
-  common=(--data cache/devdata/train --masks cache/devdata/train --val cache/devdata/val
-    --val-count 4 --validate-minutes 5 --batch 16 --crop 256 --lr 2e-4 --minutes "$2"
-    --threads 4 --device cuda)
-  mkdir -p $RUNS/a $RUNS/b $RUNS/c
-  setsid nohup python3 -m fusioncodec.cli train joint --m 4 --out $RUNS/a/joint-m4 "${common[@]}" \
-    >$RUNS/a/joint-m4.out 2>&1 </dev/null &
-  setsid nohup python3 -m fusioncodec.cli train joint --m 2 --out $RUNS/b/joint-m2 "${common[@]}" \
-    >$RUNS/b/joint-m2.out 2>&1 </dev/null &
-  setsid nohup python3 -m fusioncodec.cli train baseline --out $RUNS/c/baseline "${common[@]}" \
-    >$RUNS/c/baseline.out 2>&1 </dev/null &
-  sleep 90
-  tail -c 600 $RUNS/*/*.out
-  progress
-  sleep "${3:-0}"
-  progress
+  common=(--lr 2e-4 --minutes "$2" --threads 4)
+  launch a joint-m4 joint --m 4 "${common[@]}"
+  launch b joint-m2 joint --m 2 "${common[@]}"
+  launch c baseline baseline "${common[@]}"
+  report "${3:-0}"
   ;;
 wait)
   sleep "$2"

@@ -583,11 +583,12 @@ def _bd_rows(
     detector: str,
     curves: dict[str, dict[str, Any]],
     anchor_spec: str,
+    anchor: tuple[str, dict[str, Any]] | None,
     n_images: int,
 ) -> list[dict[str, Any]]:
+    """BD-rate rows of every coded curve against ``anchor`` (from :func:`_anchor_curve`)."""
     from fusioncodec.eval.metrics import bd_rate
 
-    anchor = _anchor_curve(anchor_spec, detector, curves)
     rows = []
     for codec, data in curves.items():
         if anchor is not None and data is anchor[1]:
@@ -1082,7 +1083,7 @@ def machine(
         elif detector is detectors[0]:
             click.echo("fcodec: warning: matplotlib is not installed; no plots", err=True)
         if curve_data:
-            bd_rows += _bd_rows(det, curve_data, anchor, len(sources))
+            bd_rows += _bd_rows(det, curve_data, anchor, found, len(sources))
 
     buffer = io.StringIO()
     fields = ["detector", "codec", "quality", "bpp", "map", "map50", "psnr_rgb"]
