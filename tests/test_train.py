@@ -62,6 +62,23 @@ def test_edge_mse_ignores_pixels_off_the_mask() -> None:
     assert edge_mse(x_hat, x, mask).item() == pytest.approx(0.25)
 
 
+def test_logged_edge_psnr_counts_only_edge_pixels(monkeypatch) -> None:
+    """A crop without edges must not enter the logged edge PSNR (it once counted as 100 dB)."""
+    from fusioncodec.nets import CodecConfig
+    from fusioncodec.train.loop import _step_losses, build_model
+
+    codec = CodecConfig(n=8, slices=2, m=1)
+    model = build_model("machine", codec)
+    x = torch.rand(2, 3, 64, 64)
+    x_hat = x + 0.1  # MSE 0.01 everywhere: 20 dB on any set of pixels
+    fake = {"x_hat": x_hat, "likelihoods": {"y": torch.ones(2, 4)}, "y_hat": torch.zeros(2, 1)}
+    monkeypatch.setattr(model.machine, "forward", lambda *_: fake)
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[0, :, 10:20] = 1  # the second crop has no edge pixels
+    logs = _step_losses(model, "machine", x, mask, codec)
+    assert logs["machine_edge_psnr"].item() == pytest.approx(20.0, abs=1e-3)
+
+
 def test_lambda_interpolates_geometrically() -> None:
     lams = [0.001, 0.01, 0.1]
     got = lambda_at(lams, torch.tensor([0.0, 0.5, 1.0, 2.0, 5.0]))
@@ -89,6 +106,7 @@ def test_train_command_runs_checkpoints_and_resumes(tmp_path: Path, stage: str) 
     runner = CliRunner()
     result = runner.invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
+    assert "warning: --crop 64 gives the hyper-latent a 1x1 grid" in result.output
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["step"] == 2
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
