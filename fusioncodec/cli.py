@@ -945,13 +945,6 @@ def train(
 
     if crop % 64:
         raise CliError(f"--crop must be a multiple of 64 (the codec's stride), got {crop}")
-    if crop < MIN_GOOD_CROP:
-        click.echo(
-            f"warning: --crop {crop} gives the hyper-latent a {crop // 64}x{crop // 64} grid, "
-            "(nearly) all border positions; models trained so lose rate on full-size images at "
-            f"high quality (use {MIN_GOOD_CROP} or more)",
-            err=True,
-        )
     shared = Path(os.environ.get("FUSIONCODEC_SHARED", "../shared"))
     root = Path(train_root) if train_root else shared / "data" / "train"
     if not root.is_dir():
@@ -994,6 +987,13 @@ def train(
             max_minutes=minutes,
             threads=threads,
         )
+        if crop < MIN_GOOD_CROP:
+            click.echo(
+                f"warning: --crop {crop} gives the hyper-latent a {crop // 64}x{crop // 64} grid, "
+                "(nearly) all border positions; models trained so lose rate on full-size images at "
+                f"high quality (use {MIN_GOOD_CROP} or more)",
+                err=True,
+            )
         checkpoint = run(config)
     except TrainingDiverged as exc:
         raise CliError(str(exc)) from None
