@@ -854,9 +854,9 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
 @click.option(
     "--crop",
     type=click.IntRange(min=64),
-    default=256,
+    default=MIN_GOOD_CROP,
     show_default=True,
-    help="Multiple of 64; below 256 the hyperprior sees only border positions.",
+    help=f"Multiple of 64; below {MIN_GOOD_CROP} the hyperprior sees only border positions.",
 )
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
 @click.option(

@@ -14,6 +14,7 @@ from PIL import Image
 from fusioncodec.cli import cli
 from fusioncodec.train.edges import EDGE_WIDTH, edge_band, label_boundaries, mask_boundaries
 from fusioncodec.train.losses import edge_mse, lambda_at
+from fusioncodec.weights import LIKELIHOOD_BOUND
 
 ENV = {"GLIBC_TUNABLES": "set"}  # set: `fcodec train` must not re-exec itself in-process
 
@@ -214,7 +215,7 @@ def test_weights_only_checkpoint_through_shards_resumes(tmp_path: Path) -> None:
         small = tensor.numel() <= 16  # bounds and other constants travel exactly
         exact = name.endswith("quantiles") or not tensor.is_floating_point() or small
         want = tensor if exact else tensor.half().float()
-        if name.endswith("likelihood_lower_bound.bound"):
+        if name.endswith(LIKELIHOOD_BOUND):
             assert joined["model"][name].item() == pytest.approx(1e-9), name
         assert torch.equal(joined["model"][name], want.to(joined["model"][name].dtype)), name
     args = train_args("joint", resumed, root, 3, "--threads", "1")

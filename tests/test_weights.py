@@ -251,10 +251,12 @@ def test_zeroed_likelihood_floors_in_a_file_are_restored(exported, tmp_path):
     """Files whose 1e-9 likelihood floors went through fp16 (0.0) still train safely."""
     from safetensors.torch import load_file
 
+    from fusioncodec.weights import LIKELIHOOD_BOUND
+
     with safe_open(str(exported["path"]), "pt") as f:
         metadata = f.metadata()
     state = load_file(str(exported["path"]))
-    floors = [k for k in state if k.endswith("likelihood_lower_bound.bound")]
+    floors = [k for k in state if k.endswith(LIKELIHOOD_BOUND)]
     assert len(floors) == 4  # y and z of the machine and the additional codec
     for k in floors:
         state[k] = torch.zeros_like(state[k])
