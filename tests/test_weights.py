@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from fusioncodec.codec import Codec
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
 from fusioncodec.weights import (
+    LIKELIHOOD_BOUND,
     LoadedModel,
     WeightsError,
     export,
@@ -250,8 +251,6 @@ def test_malformed_card_or_tensors(tmp_path, problem):
 def test_zeroed_likelihood_floors_in_a_file_are_restored(exported, tmp_path):
     """Files whose 1e-9 likelihood floors went through fp16 (0.0) still train safely."""
     from safetensors.torch import load_file
-
-    from fusioncodec.weights import LIKELIHOOD_BOUND
 
     with safe_open(str(exported["path"]), "pt") as f:
         metadata = f.metadata()
