@@ -867,6 +867,14 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
     help="Fraction of the run (minutes or steps) after which the lr drops 10x.",
 )
 @click.option(
+    "--ema",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Keep a moving average of the weights with this decay (e.g. 0.999); validation and "
+    "export use it. 0: none. Give it again when resuming.",
+)
+@click.option(
     "--threads", type=click.IntRange(min=0), default=0, help="torch threads (0: torch's default)."
 )
 @click.option(
@@ -917,6 +925,7 @@ def train(
     crop: int,
     lr: float,
     decay_at: float,
+    ema: float,
     threads: int,
     n: int,
     slices: int,
@@ -983,6 +992,7 @@ def train(
             crop=crop,
             lr=lr,
             decay_at=decay_at,
+            ema=ema,
             max_steps=steps,
             max_minutes=minutes,
             threads=threads,

@@ -429,3 +429,48 @@ def test_repeated_divergence_stops_with_a_one_line_error(tmp_path: Path, monkeyp
     assert result.exit_code != 0
     assert "diverged 2 times" in result.output and "Traceback" not in result.output
     assert not (out / "done").exists()
+
+
+def test_weight_average_moves_by_one_minus_decay_and_leaves_the_model_alone() -> None:
+    from torch import nn
+
+    from fusioncodec.train.loop import WeightAverage
+
+    model = nn.Linear(3, 2)
+    start = [p.detach().clone() for p in model.parameters()]
+    average = WeightAverage(model, 0.9)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update()
+    for before, now, avg in zip(start, model.parameters(), average.model.parameters(), strict=True):
+        assert torch.allclose(avg, before + 0.1) and torch.allclose(now, before + 1.0)
+        assert not avg.requires_grad
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, 1.0)
+
+
+def test_ema_is_checkpointed_resumed_and_exported(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    root = _fake_train_root(tmp_path / "data")
+    out = tmp_path / "runs" / "joint"
+    runner = CliRunner()
+    args = train_args("joint", out, root, 2, "--threads", "1", "--ema", "0.5")
+    assert (result := runner.invoke(cli, args, env=ENV)).exit_code == 0, result.output
+    first = torch.load(out / "checkpoint.pt", weights_only=False)
+    name = "machine.g_a.0.weight"
+    assert not torch.equal(first["ema"][name], first["model"][name])
+
+    args[args.index("--steps") + 1] = "3"  # resumed: one more step, the average carries on
+    assert (result := runner.invoke(cli, args, env=ENV)).exit_code == 0, result.output
+    second = torch.load(out / "checkpoint.pt", weights_only=False)
+    want = 0.5 * first["ema"][name] + 0.5 * second["model"][name]
+    assert torch.allclose(second["ema"][name], want, atol=1e-6)
+
+    export = ["export", str(out / "checkpoint.pt"), "--kind", "scalable", "--name", "avg"]
+    assert runner.invoke(cli, [*export, "--out", str(tmp_path)]).exit_code == 0
+    card = json.loads((tmp_path / "avg.json").read_text())
+    assert card["training"]["weights"] == "moving average, decay 0.5"
+    shipped = load_file(str(tmp_path / "avg.safetensors"))[name].float()
+    assert torch.equal(shipped, second["ema"][name].half().float())

@@ -25,12 +25,17 @@ def export_checkpoint(
     results: dict | None = None,
     notes: str = "",
 ) -> tuple[Path, bytes]:
-    """Export ``checkpoint`` as ``out_dir/<name>.safetensors`` (+ ``<name>.json``)."""
+    """Export ``checkpoint`` as ``out_dir/<name>.safetensors`` (+ ``<name>.json``).
+
+    A checkpoint with a moving average of the weights (``fcodec train --ema``) exports the
+    average, which is also what its validation measured.
+    """
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = state["config"]
     config = CodecConfig.from_dict(cfg["codec"])
     model = build(kind, config)
-    load_state(model, state["model"], strict=True)  # CDF tables of any size
+    averaged = state.get("ema") is not None
+    load_state(model, state["ema" if averaged else "model"], strict=True)  # any CDF table size
     card = {
         "name": name,
         "kind": kind,
@@ -43,6 +48,7 @@ def export_checkpoint(
             "batch": cfg["batch"],
             "crop": cfg["crop"],
             "lr": cfg["lr"],
+            "weights": f"moving average, decay {cfg['ema']}" if averaged else "last step",
             "data": TRAINING_DATA,
             "mask_dirs": [str(d) for d in cfg.get("mask_dirs", [])],
             "machine_loss": "rate + lambda * MSE on edge pixels only (SA-ICM)",
