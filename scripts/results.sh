@@ -12,6 +12,12 @@ fcodec eval human --images "$S/data/kodak" --codecs fusioncodec,fusioncodec-mach
   --overlay "$A/measured-pillow-webp.json" --overlay "$A/measured-pillow-avif.json" \
   --overlay "$A/measured-pillow-hevc.json" --overlay "$A/paper-mbt2018-mean.json" \
   --out results/kodak -f --no-progress
+# The human layer over a fixed machine layer: q 2.5 (about 0.13 bpp on coco128, the issue's
+# <= 0.15 bpp machine operating point), human quality 1..8 on top.
+fcodec eval human --images "$S/data/kodak" --codecs fusioncodec --machine-quality 2.5 \
+  --anchor vtm --anchor results/kodak/baseline.json --overlay "$A/measured-pillow-webp.json" \
+  --overlay "$A/measured-pillow-avif.json" --overlay results/kodak/fusioncodec.json \
+  --out results/kodak-mq2.5 -f --no-progress
 if [ -n "${M_MODELS:-}" ]; then
   for m in 4 2; do
     fcodec eval human --images "$S/data/kodak" --codecs fusioncodec --anchor vtm \

@@ -2,7 +2,8 @@
 
     python scripts/summarize_results.py results/ > results/summary.json
 
-Reads results/kodak/ (fcodec eval human), results/coco128/ (fcodec eval machine),
+Reads results/kodak/ (fcodec eval human), results/kodak-*/ (the same with other settings,
+e.g. a fixed machine-layer quality), results/coco128/ (fcodec eval machine),
 results/coco128-layers/ (the human layer and the baseline under the same detectors),
 results/m-compare/summary.json (scripts/compare_m.py) and results/bench.json (fcodec bench)
 when present.
@@ -91,6 +92,9 @@ def coco_layers(folder: Path, machine: Path) -> dict:
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
     summary = {"kodak": kodak(root / "kodak"), "coco128": coco(root / "coco128")}
+    variants = {p.name: kodak(p) for p in sorted(root.glob("kodak-*")) if p.is_dir()}
+    if variants:
+        summary["kodak_variants"] = variants
     if (root / "coco128-layers").is_dir():
         summary["coco128_layers"] = coco_layers(root / "coco128-layers", root / "coco128")
     for key, path in (("m_compare", "m-compare/summary.json"), ("bench", "bench.json")):

@@ -325,7 +325,9 @@ def test_fixed_machine_quality(images: Path, tiny_weights: Path, tmp_path: Path)
     out = tmp_path / "out"
     args = "--codecs fusioncodec,fusioncodec-machine --fc-qualities 1,3,8 --machine-quality 2"
     ok(run(args.split() + ["--images", images, "--weights", tiny_weights, "--out", out, "-j1"]))
-    fc = json.loads((out / "fusioncodec.json").read_text())["results"]
+    fc_file = json.loads((out / "fusioncodec.json").read_text())
+    assert fc_file["name"] == "fusioncodec (human layer, machine q 2)"  # told apart on plots
+    fc = fc_file["results"]
     machine = json.loads((out / "fusioncodec-machine.json").read_text())["results"]
     assert len(set(fc["machine-bpp"])) == 1  # the same machine layer in every file
     assert "machine-bpp" not in machine and len(machine["bpp"]) == 3

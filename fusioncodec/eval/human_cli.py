@@ -493,6 +493,8 @@ def human(
     curves: list[rd.Curve] = []
     for codec in run:
         label = rd.LABELS.get(codec) or classical.get(codec).label
+        if codec == "fusioncodec" and machine_quality is not None:
+            label = f"{label[:-1]}, machine q {machine_quality:g})"
         own = [r for r in records if r["codec"] == codec]
         data = rd.results_json(
             codec, label, descriptions[codec], plan[codec], own, keys, str(folder)
