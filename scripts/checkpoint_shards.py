@@ -5,8 +5,9 @@
 
 ``split`` writes PREFIX-0.safetensors, PREFIX-1.safetensors, ... (float tensors as fp16 except the
 entropy bottleneck quantiles) and PREFIX.json (step, elapsed, training config); the optimizer state
-is left behind. ``join`` rebuilds a weights-only checkpoint that ``fcodec export`` takes and
-``fcodec train`` resumes from (with a fresh optimizer).
+is left behind. A checkpoint with a moving average of the weights (``fcodec train --ema``) travels
+as that average, the weights ``fcodec export`` would ship. ``join`` rebuilds a weights-only
+checkpoint that ``fcodec export`` takes and ``fcodec train`` resumes from (with a fresh optimizer).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def split(checkpoint: Path, out: Path, prefix: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
-    for name, tensor in state["model"].items():
+    averaged = state.get("ema") is not None
+    for name, tensor in state["ema" if averaged else "model"].items():
         # Only large weights go to fp16: bounds such as compressai's likelihood bound (1e-9)
         # would round to 0, and the quantiles feed the CDF tables.
         halve = (
@@ -42,6 +44,7 @@ def split(checkpoint: Path, out: Path, prefix: str) -> None:
     for k, shard in enumerate(shards):
         save_file(shard, str(out / f"{prefix}-{k}.safetensors"))
     meta = {"step": state["step"], "elapsed": state["elapsed"], "config": state["config"]}
+    meta["weights"] = "moving average" if averaged else "last step"
     (out / f"{prefix}.json").write_text(json.dumps(meta, default=str))
     print(f"{prefix}: {len(shards)} shards, step {state['step']}")
 

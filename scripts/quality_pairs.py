@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fusioncodec.codec import Codec
-from fusioncodec.eval import metrics
+from fusioncodec.eval import metrics, rd
 
 
 def main() -> None:
@@ -31,10 +31,8 @@ def main() -> None:
 
     codec = Codec.from_file(args.weights, "cpu")
     grid = range(1, codec.levels + 1)
-    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg"))
-    paths = paths[: args.limit] if args.limit else paths
     records = []
-    for path in paths:
+    for _, path in rd.list_images(args.images, args.limit):
         image = Image.open(path).convert("RGB")
         ref = np.asarray(image)
         for qm in grid:

@@ -250,17 +250,8 @@ def train(cfg: TrainConfig) -> Path:
             return
         good = snapshot()
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "elapsed": elapsed,
-                "config": {**asdict(cfg), "codec": cfg.codec.to_dict()},
-                **({"ema": average.model.state_dict()} if average else {}),
-            },
-            tmp,
-        )
+        config = {**asdict(cfg), "codec": cfg.codec.to_dict()}
+        torch.save({**good, "elapsed": elapsed, "config": config}, tmp)
         tmp.replace(ckpt_path)
 
     def validation(step: int) -> None:
