@@ -894,12 +894,14 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
 @click.option(
     "--machine-lambdas",
     metavar="LO:HI",
-    help="Machine lambda range, geometric over the quality levels (default 0.0005:0.03).",
+    help="Machine lambda range, geometric over the quality levels (default: the --init "
+    "weights' range, else 0.0005:0.03).",
 )
 @click.option(
     "--human-lambdas",
     metavar="LO:HI",
-    help="Human-layer / baseline lambda range (default 0.0013:0.1).",
+    help="Human-layer / baseline lambda range (default: the --init weights' range, else "
+    "0.0013:0.1).",
 )
 @click.option(
     "--val", "val_dir", metavar="DIR", help="Held-out images coded for real during training."
@@ -941,8 +943,9 @@ def train(
 
     machine: SA-ICM loss (MSE on edge pixels); human: machine frozen, additional codec and
     human decoder; joint: both at once (machine latent detached); baseline: single-layer LIC.
-    With --init, new lambda ranges start from the trained gains moved to the new lambdas.
-    A resumed run keeps its checkpoint's architecture and lambdas.
+    With --init, the weights' lambda ranges are kept unless --machine-lambdas or
+    --human-lambdas give new ones, which start from the trained gains moved to the new
+    lambdas. A resumed run keeps its checkpoint's architecture and lambdas.
     """
     if os.environ.get("GLIBC_TUNABLES") is None and sys.platform.startswith("linux"):
         # Large malloc thresholds stop page-fault storms in CPU training (35-60% faster here).
@@ -976,6 +979,13 @@ def train(
             )
             if text is not None
         }
+        if init:  # a range not given keeps the one the --init weights were trained with
+            from fusioncodec.weights import read_card
+
+            trained = read_card(Path(init))["config"]
+            for name in ("machine_lambdas", "human_lambdas"):
+                if name not in ranges and name in trained:
+                    ranges[name] = trained[name]
         codec = CodecConfig(n=n, slices=slices, m=m, **ranges)
         config = TrainConfig(
             stage=stage,

@@ -327,6 +327,17 @@ def test_new_machine_lambda_range_warm_starts_from_init_and_survives_resume(
     assert result.exit_code == 0, result.output
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 2 and state["config"]["codec"]["machine_lambdas"] == wanted
+    # A new run from weights with that range keeps it (and its gains) without the option.
+    export = ["export", str(run / "checkpoint.pt"), "--kind", "scalable", "--name", "low"]
+    assert runner.invoke(cli, [*export, "--out", str(tmp_path)]).exit_code == 0
+    low_gains = load_file(str(tmp_path / "low.safetensors"))["machine.latent.gain.log_gain"]
+    again = tmp_path / "runs" / "again"
+    args = train_args("human", again, root, 1, "--init", str(tmp_path / "low.safetensors"))
+    result = runner.invoke(cli, [*args, "--threads", "1"], env=ENV)
+    assert result.exit_code == 0, result.output
+    state = torch.load(again / "checkpoint.pt", weights_only=False)
+    assert state["config"]["codec"]["machine_lambdas"] == wanted
+    assert torch.equal(state["model"]["machine.latent.gain.log_gain"], low_gains.float())
 
 
 @pytest.mark.parametrize("value", ["0.1", "0.03:0.0001", "a:b", "0:0.1", "nan:1"])
