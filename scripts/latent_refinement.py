@@ -11,7 +11,6 @@ PSNR.  A large gain would make encoder-side refinement worth shipping as an enco
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from PIL import Image
 
 from fusioncodec.codec import Codec, _encode_latent
 from fusioncodec.container import Container, Layer
-from fusioncodec.eval import rd
+from fusioncodec.eval import metrics, rd
 from fusioncodec.image import to_tensor
 from fusioncodec.nets.latent import SliceLatentCodec, ste_round
 from fusioncodec.train.losses import lambda_at
@@ -49,9 +48,9 @@ def coded_bits(latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor, conte
 
 
 def measure(codec: Codec, data: bytes, image: Image.Image) -> tuple[float, float]:
-    out = np.asarray(codec.decode(data, "human"), dtype=np.float64)
-    err = ((out - np.asarray(image, dtype=np.float64)) ** 2).mean()
-    return len(data) * 8 / (image.width * image.height), 10 * math.log10(255**2 / err)
+    """(bpp, PSNR-RGB) of the human layer of ``data``."""
+    decoded = np.asarray(codec.decode(data, "human"))
+    return metrics.bpp(len(data), *image.size), metrics.psnr_rgb(np.asarray(image), decoded)
 
 
 def refine(codec: Codec, image: Image.Image, quality: float, steps: int, lr: float) -> dict:
