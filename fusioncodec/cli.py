@@ -1052,8 +1052,12 @@ def export_command(
     notes: str,
     force: bool,
 ) -> None:
-    """Export a training CHECKPOINT as shipped weights (fp16 safetensors + model card)."""
-    from fusioncodec.train.export import export_checkpoint, load_results
+    """Export a training CHECKPOINT as shipped weights (fp16 safetensors + model card).
+
+    Given a .safetensors weight file instead, re-export it in the current format (its card
+    kept, renamed): this converts weights made before the integer entropy networks.
+    """
+    from fusioncodec.train.export import convert_weights, export_checkpoint, load_results
     from fusioncodec.weights import models_dir
 
     folder = Path(out_dir) if out_dir else models_dir()
@@ -1063,9 +1067,19 @@ def export_command(
     if not Path(checkpoint).is_file():
         raise CliError(f"checkpoint not found: {_show(checkpoint)}")
     try:
-        path, identity = export_checkpoint(
-            Path(checkpoint), kind, name, folder, load_results([Path(r) for r in results]), notes
-        )
+        if checkpoint.endswith(".safetensors"):
+            if Path(checkpoint).resolve() == target.resolve():
+                raise CliError("the converted weights need another name than the source")
+            path, identity = convert_weights(Path(checkpoint), kind, name, folder, notes)
+        else:
+            path, identity = export_checkpoint(
+                Path(checkpoint),
+                kind,
+                name,
+                folder,
+                load_results([Path(r) for r in results]),
+                notes,
+            )
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
         raise CliError(f"cannot export {_show(checkpoint)}: {error_reason(exc)}") from None
     click.echo(f"wrote {path} (identity {identity.hex()})", err=True)

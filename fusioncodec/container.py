@@ -35,7 +35,13 @@ __all__ = [
 
 MAGIC = b"\x89FCB\r\n\x1a\n"
 """File signature (8 bytes, PNG style: non-ASCII first byte, CR-LF, Ctrl-Z, LF)."""
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 (fusioncodec 0.2): same layout as version 1; payloads are coded with integer-exact
+entropy parameters, so a file decodes identically on every device."""
+_RETIRED_VERSIONS = {
+    1: "fusioncodec 0.1, whose files decode only on the device and torch set-up that encoded "
+    "them; decode it there with fusioncodec 0.1, or re-encode the source image"
+}
 LAYER_KINDS = ("machine", "human")
 """Layer kinds; the on-disk kind code is the index in this tuple."""
 MAX_SIDE = 1 << 15
@@ -57,7 +63,7 @@ _F32_MAX = 3.4028234663852886e38
 MIN_HEADER_SIZE = _FIXED.size + 1 + _LAYER_ENTRY.size + _CRC.size
 """Smallest valid header: empty model name and one layer (51 bytes)."""
 MAX_HEADER_SIZE = _FIXED.size + MAX_NAME_BYTES + 1 + MAX_LAYERS * _LAYER_ENTRY.size + _CRC.size
-"""Largest valid version-1 header (319 bytes); reading this many bytes always suffices."""
+"""Largest valid header (319 bytes); reading this many bytes always suffices."""
 
 
 class FormatError(ValueError):
@@ -252,7 +258,7 @@ class Container:
             )
 
     def to_bytes(self) -> bytes:
-        """Serialize to the ``.fcb`` version-1 byte layout."""
+        """Serialize to the ``.fcb`` byte layout (docs/FORMAT.md)."""
         name = self.model_name.encode("utf-8")
         header_size = header_size_for(len(name), len(self.layers))
         parts = [
@@ -355,6 +361,11 @@ def _parse_header(data: bytes) -> Header:
     if n <= len(MAGIC):
         raise _truncated_prefix(n)
     version = data[len(MAGIC)]
+    if version in _RETIRED_VERSIONS:
+        raise FormatError(
+            f"this is an .fcb version {version} file ({_RETIRED_VERSIONS[version]}); "
+            f"this fusioncodec reads version {FORMAT_VERSION}"
+        )
     if version != FORMAT_VERSION:
         raise FormatError(
             f"unsupported .fcb version {version} (this fusioncodec reads version {FORMAT_VERSION})"

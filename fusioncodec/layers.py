@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal, localcontext
 
 import torch
 from torch import Tensor, nn
@@ -91,6 +92,31 @@ class GainUnit(nn.Module):
 
     def inverse(self, q: Tensor) -> Tensor:
         return self._interpolate(self.log_inverse, q)
+
+    @torch.no_grad()
+    def inverse_exact(self, q: float) -> Tensor:
+        """:meth:`inverse` at one quality, float64, the same on every machine.
+
+        Interpolation and ``exp`` run in 40-digit decimal arithmetic (correctly rounded),
+        then each gain is rounded once to float64; no libm or device maths is involved.
+        """
+        key = (float(q), self.log_inverse._version, self.log_inverse.device)
+        cached = getattr(self, "_inverse_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        position = min(max(float(q), 0.0), self.levels - 1.0)
+        lo = min(int(math.floor(position)), self.levels - 2)
+        rows = self.log_inverse.detach().cpu().double()
+        with localcontext() as ctx:
+            ctx.prec = 40
+            t = Decimal(position) - lo
+            gains = [
+                float((Decimal(a) * (1 - t) + Decimal(b) * t).exp())
+                for a, b in zip(rows[lo].tolist(), rows[lo + 1].tolist(), strict=True)
+            ]
+        gain = torch.tensor(gains, dtype=torch.float64, device=self.log_inverse.device)
+        self._inverse_cache = (key, gain[None, :, None, None])
+        return self._inverse_cache[1]
 
 
 def lambda_log_gains(lambdas: list[float]) -> Tensor:

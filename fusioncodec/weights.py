@@ -21,6 +21,10 @@ from torch import nn
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
 
 KINDS = ("scalable", "baseline")
+ENTROPY_PARAMETERS = (
+    "integer-exact (fusioncodec.nets.exact: 15 fractional bits, int16 weights with a "
+    "power-of-two scale per output channel; identical on every device)"
+)
 DEFAULT_NAME = "fusioncodec-default"
 
 
@@ -97,8 +101,14 @@ def read_card(path: Path) -> dict:
     return card
 
 
-def load(path: Path | str | None = None, kind: str = "scalable") -> LoadedModel:
-    """Load a weight file (default: the shipped one) into a fresh model on the CPU."""
+def load(
+    path: Path | str | None = None, kind: str = "scalable", require_exact: bool = True
+) -> LoadedModel:
+    """Load a weight file (default: the shipped one) into a fresh model on the CPU.
+
+    Weights for coding must carry the integer entropy networks (fusioncodec >= 0.2);
+    ``require_exact=False`` also loads older files, e.g. to convert them.
+    """
     from safetensors.torch import load_file
 
     path = Path(path) if path is not None else default_weights(kind)
@@ -119,7 +129,19 @@ def load(path: Path | str | None = None, kind: str = "scalable") -> LoadedModel:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(f"{path} does not match its model card ({reason})") from None
+    if require_exact and not is_exact(model):
+        raise WeightsError(
+            f"{path} predates portable coding (no integer entropy networks): convert it with "
+            "'fcodec export WEIGHTS --kind KIND --name NEW'"
+        )
     return LoadedModel(model.eval(), card, identity_of(path))
+
+
+def is_exact(model: nn.Module) -> bool:
+    """Whether every integer-exact layer of ``model`` has its integer weights."""
+    from fusioncodec.nets.exact import ExactConvMixin
+
+    return all(m.quantized for m in model.modules() if isinstance(m, ExactConvMixin))
 
 
 # compressai's likelihood floors (LowerBound buffers, 1e-9): constants of the training loss
@@ -157,16 +179,21 @@ def load_weights_into(model: nn.Module, path: Path, strict: bool = True) -> None
 
 
 def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes:
-    """Write ``model`` as safetensors (fp16 weights, integer CDF tables) plus a JSON card.
+    """Write ``model`` as safetensors (fp16 weights, integer networks and CDF tables) plus a
+    JSON card.
 
-    Weights are rounded to fp16 first and the CDF tables are computed from the rounded
-    weights, so the shipped tables match exactly what a decoder loads.  Returns the identity.
+    Weights are rounded to fp16 first; the integer entropy networks and the CDF tables are
+    made from the rounded weights, so the shipped tables match exactly what a decoder loads.
+    The integer networks are stored as integers only (loading rebuilds their float weights
+    from them).  Returns the identity.
     """
     from safetensors.torch import save_file
 
+    from fusioncodec.nets.exact import ExactConvMixin
     from fusioncodec.nets.latent import SliceLatentCodec
 
     model = model.cpu().eval()
+    card = dict(card, entropy_parameters=ENTROPY_PARAMETERS)
     if half:
         with torch.no_grad():
             for p in model.parameters():
@@ -177,8 +204,16 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
     # Parameters go to fp16, except the factorized prior's quantiles: the CDF tables were
     # built from their exact values. Buffers (bounds, tables) stay exact as well.
     params = {n for n, _ in model.named_parameters() if not n.endswith("quantiles")}
+    integer_twins = {
+        f"{prefix}.{name}"
+        for prefix, m in model.named_modules()
+        if isinstance(m, ExactConvMixin)
+        for name in ("weight", "bias")
+    }
     state = {}
     for k, v in model.state_dict().items():
+        if k in integer_twins:
+            continue
         v = v.detach().contiguous()
         state[k] = v.half() if half and k in params else v
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -282,10 +282,16 @@ def test_header_crc() -> None:
     expect_error(bytes(data), "CRC mismatch in header")
 
 
-@pytest.mark.parametrize("version", [0, 2, 7, 255])
+@pytest.mark.parametrize("version", [0, 3, 7, 255])
 def test_unsupported_version(version: int) -> None:
     data = reheader(make().to_bytes(), version=version)
-    expect_error(data, rf"unsupported \.fcb version {version} \(this fusioncodec reads version 1\)")
+    expect_error(data, rf"unsupported \.fcb version {version} \(this fusioncodec reads version 2\)")
+
+
+def test_version_1_file_is_refused_with_what_to_do() -> None:
+    """Files of fusioncodec 0.1 (float entropy parameters) name their version and the way out."""
+    data = reheader(make().to_bytes(), version=1)
+    expect_error(data, r"\.fcb version 1 file \(fusioncodec 0\.1.*re-encode the source image\)")
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,9 @@ from safetensors.torch import save_file
 
 from fusioncodec.codec import Codec
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
+from fusioncodec.nets.exact import ExactConvMixin
 from fusioncodec.weights import (
+    ENTROPY_PARAMETERS,
     LIKELIHOOD_BOUND,
     LoadedModel,
     WeightsError,
@@ -31,6 +33,21 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 def card(name: str = "weights-test", kind: str = "scalable") -> dict:
     return {"name": name, "kind": kind, "config": CONFIG.to_dict(), "notes": "unit test ✓"}
+
+
+def exported_card(name: str = "weights-test") -> dict:
+    """What export writes: the card plus how the entropy parameters are computed."""
+    return card(name) | {"entropy_parameters": ENTROPY_PARAMETERS}
+
+
+def integer_layers(model: torch.nn.Module) -> set[str]:
+    """Names of the float parameters that integer-exact layers store as integers."""
+    return {
+        f"{prefix}.{name}"
+        for prefix, m in model.named_modules()
+        if isinstance(m, ExactConvMixin)
+        for name in ("weight", "bias")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +70,16 @@ def test_round_trip_keeps_fp16_rounded_parameters(exported, loaded):
     model = exported["model"]
     params = dict(loaded.model.named_parameters())
     assert params.keys() == dict(model.named_parameters()).keys()
+    integers = integer_layers(model)
     for name, value in model.named_parameters():
         assert params[name].dtype == torch.float32
+        if name in integers:
+            # stored as integers; export set the float weights to their exact values
+            assert torch.equal(params[name], value.detach()), name
+            # ... within half an integer step (at most 1/16383 of the largest weight) of fp16
+            before = exported["before"][name].half().float()
+            assert torch.allclose(params[name], before, atol=before.abs().max() / 16383), name
+            continue
         if name.endswith("entropy_bottleneck.quantiles"):
             # re-estimated by export from the fp16 weights and stored exactly (fp32)
             assert torch.equal(params[name], value.detach()), name
@@ -84,17 +109,21 @@ def test_round_trip_keeps_buffers_and_tables_exactly(exported, loaded):
 
 def test_file_stores_fp16_weights_and_exact_tables(exported):
     params = {name for name, _ in exported["model"].named_parameters()}
+    integer_dtypes = {"weight_int": "I16", "weight_shift": "I8", "bias_int": "I64"}
     with safe_open(str(exported["path"]), framework="pt") as f:
         keys = list(f.keys())
         for key in keys:
             dtype = f.get_slice(key).get_dtype()
-            if key.endswith("quantiles"):
+            if key.rsplit(".", 1)[-1] in integer_dtypes:
+                assert dtype == integer_dtypes[key.rsplit(".", 1)[-1]], key
+            elif key.endswith("quantiles"):
                 assert dtype == "F32", key  # the CDF tables were built from these exactly
             elif key in params:
                 assert dtype == "F16", key
             elif key.endswith(("_quantized_cdf", "_offset", "_cdf_length")):
                 assert dtype == "I32", key
-    assert set(keys) == set(exported["model"].state_dict())
+    # the integer layers' float weights are not stored twice
+    assert set(keys) == set(exported["model"].state_dict()) - integer_layers(exported["model"])
 
 
 def test_shipped_tables_match_loaded_quantiles(exported):
@@ -109,19 +138,19 @@ def test_shipped_tables_match_loaded_quantiles(exported):
 
 
 def test_loaded_model_reports_card(exported, loaded):
-    assert loaded.card == card()
+    assert loaded.card == exported_card()
     assert loaded.name == "weights-test"
     assert loaded.kind == "scalable"
     assert loaded.config == CONFIG
     assert isinstance(loaded.model, ScalableCodec)
     assert not loaded.model.training
-    assert read_card(exported["path"]) == card()
+    assert read_card(exported["path"]) == exported_card()
 
 
 def test_card_written_as_json_beside_the_file(exported):
     beside = exported["path"].with_suffix(".json")
     assert beside.name == "weights-test.json"
-    assert json.loads(beside.read_text()) == card()
+    assert json.loads(beside.read_text()) == exported_card()
     assert not exported["path"].with_suffix(".tmp").exists()
 
 

@@ -5,7 +5,9 @@ from the hyper features and the slices decoded before it, and a latent residual 
 (LRP) refines each decoded slice (Minnen & Singh, ICIP 2020).  With ``context_channels`` a
 tensor the decoder already has (the human layer: the decoded machine latent) is added into
 the hyper features, so every slice's mean and scale are conditioned on it.  ``forward`` is
-the training path (likelihoods); ``compress``/``decompress`` drive the range coder.
+the training path (float, likelihoods); ``compress``/``decompress`` drive the range coder
+with the integer-exact twins of the same networks (:mod:`fusioncodec.nets.exact`), so every
+table index, mean and decoded latent is identical on every device.
 """
 
 from __future__ import annotations
@@ -16,7 +18,20 @@ from torch import Tensor, nn
 
 from fusioncodec._torchvision import ensure_torchvision
 from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
-from fusioncodec.layers import GainUnit, conv, deconv
+from fusioncodec.layers import GainUnit, conv
+from fusioncodec.nets.exact import (
+    ACT_LIMIT,
+    FRAC,
+    exact_conv,
+    exact_deconv,
+    from_fixed,
+    half_tanh,
+    quantize_all,
+    run_exact,
+    scale_indexes,
+    scale_thresholds,
+    to_fixed,
+)
 
 ensure_torchvision()
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
@@ -55,35 +70,38 @@ class SliceLatentCodec(nn.Module):
             nn.ReLU(inplace=True),
             conv(hc, z_channels),
         )
+        # Everything the decoder runs before the range decoder reads is integer-exact.
         self.h_s = nn.Sequential(
-            deconv(z_channels, hc),
+            exact_deconv(z_channels, hc),
             nn.ReLU(inplace=True),
-            deconv(hc, hc),
+            exact_deconv(hc, hc),
             nn.ReLU(inplace=True),
-            conv(hc, hc, 3, 1),
+            exact_conv(hc, hc, 3, 1),
         )
         self.param_nets = nn.ModuleList(
             nn.Sequential(
-                conv(hc + SLICE_CHANNELS * i, 128, 1, 1),
+                exact_conv(hc + SLICE_CHANNELS * i, 128, 1, 1),
                 nn.ReLU(inplace=True),
-                conv(128, 128, 3, 1),
+                exact_conv(128, 128, 3, 1),
                 nn.ReLU(inplace=True),
-                conv(128, 2 * SLICE_CHANNELS, 1, 1),
+                exact_conv(128, 2 * SLICE_CHANNELS, 1, 1),
             )
             for i in range(slices)
         )
         self.lrp_nets = nn.ModuleList(
             nn.Sequential(
-                conv(hc + SLICE_CHANNELS * (i + 1), 96, 1, 1),
+                exact_conv(hc + SLICE_CHANNELS * (i + 1), 96, 1, 1),
                 nn.ReLU(inplace=True),
-                conv(96, SLICE_CHANNELS, 3, 1),
+                exact_conv(96, SLICE_CHANNELS, 3, 1),
             )
             for i in range(slices)
         )
         self.context: nn.Module | None = None
         if context_channels:
             self.context = nn.Sequential(
-                conv(context_channels, hc, 3, 1), nn.ReLU(inplace=True), conv(hc, hc, 3, 1)
+                exact_conv(context_channels, hc, 3, 1),
+                nn.ReLU(inplace=True),
+                exact_conv(hc, hc, 3, 1),
             )
             nn.init.zeros_(self.context[-1].weight)  # starts as the unconditioned model
             nn.init.zeros_(self.context[-1].bias)
@@ -134,7 +152,10 @@ class SliceLatentCodec(nn.Module):
     # -- entropy coding ---------------------------------------------------------------
 
     def update(self) -> None:
-        """Recompute the integer CDF tables from the current weights (after training)."""
+        """Make the integer networks and the integer CDF tables from the current weights
+        (after training; the float weights of the integer networks move to the values of
+        their integers)."""
+        quantize_all(self)
         eb = self.entropy_bottleneck
         with torch.no_grad():
             median = eb.quantiles[:, :, 1].clone()
@@ -180,22 +201,19 @@ class SliceLatentCodec(nn.Module):
         c = shape[1]
         return np.broadcast_to(np.arange(c)[:, None, None], (c, shape[2], shape[3])).ravel()
 
-    def _y_indexes(self, scales: Tensor) -> np.ndarray:
-        return self.gaussian_conditional.build_indexes(scales).cpu().numpy().ravel()
-
     @torch.no_grad()
     def compress(
         self, y: Tensor, q: Tensor, encoder: RangeEncoder, context: Tensor | None = None
     ) -> Tensor:
         """Range-code y (batch of one); returns the decoder's exact reconstruction of it."""
-        z_tables, y_tables = self.tables()
+        z_tables, _ = self.tables()
         yg = y * self.gain.gain(q)
         z = self.h_a(yg)
         medians = self.entropy_bottleneck._get_medians()
         z_sym = torch.round(z - medians).cpu().numpy().ravel()
-        z_coded = z_tables.encode(encoder, z_sym, self._z_indexes(z.shape))
-        z_hat = torch.from_numpy(z_coded.reshape(z.shape)).to(z) + medians
-        return self._code_slices(z_hat, yg, q, context, encoder=encoder)
+        z_values = z_tables.encode(encoder, z_sym, self._z_indexes(z.shape))
+        z_values = torch.from_numpy(z_values.reshape(z.shape)).to(z.device)
+        return self._code_slices(z_values, yg, q, context, encoder=encoder)
 
     @torch.no_grad()
     def decompress(
@@ -208,34 +226,56 @@ class SliceLatentCodec(nn.Module):
     ) -> Tensor:
         """Inverse of :meth:`compress` given the hyper-latent's spatial size."""
         z_tables, _ = self.tables()
-        channels = self.entropy_bottleneck.channels
-        shape = torch.Size((1, channels, *z_shape))
+        shape = torch.Size((1, self.entropy_bottleneck.channels, *z_shape))
         z_values = z_tables.decode(decoder, self._z_indexes(shape))
-        medians = self.entropy_bottleneck._get_medians().to(device)
-        z_hat = torch.from_numpy(z_values.reshape(shape)).to(device, torch.float32) + medians
-        return self._code_slices(z_hat, None, q, context, decoder=decoder)
+        z_values = torch.from_numpy(z_values.reshape(shape)).to(device)
+        return self._code_slices(z_values, None, q, context, decoder=decoder)
 
     def _code_slices(
         self,
-        z_hat: Tensor,
+        z_values: Tensor,
         yg: Tensor | None,
         q: Tensor,
         context: Tensor | None,
         encoder: RangeEncoder | None = None,
         decoder: RangeDecoder | None = None,
     ) -> Tensor:
+        """Code y slice by slice in fixed point (see :mod:`fusioncodec.nets.exact`).
+
+        The decoded latent is exact; the returned float32 tensor (gain removed) is computed
+        from it by correctly rounded IEEE operations only, so it is bit-identical on every
+        device, and so is anything conditioned on it.
+        """
         _, y_tables = self.tables()
-        hyper = self._hyper(z_hat, context)
+        device = z_values.device
+        medians = to_fixed(self.entropy_bottleneck._get_medians().to(device))
+        z_hat = (z_values.double() * (1 << FRAC) + medians).clamp_(-ACT_LIMIT, ACT_LIMIT)
+        hyper = run_exact(self.h_s, z_hat)
+        if self.context is not None:
+            if context is None:
+                raise ValueError("this latent codec is conditioned: give its context")
+            hyper = (hyper + run_exact(self.context, to_fixed(context))).clamp_(
+                -ACT_LIMIT, ACT_LIMIT
+            )
+        thresholds = scale_thresholds(self.gaussian_conditional.scale_table).to(device)
         y_slices = yg.chunk(self.slices, 1) if yg is not None else [None] * self.slices
-        decoded: list[Tensor] = []
+        decoded: list[Tensor] = []  # exact fixed-point values, unclamped
+        inputs: list[Tensor] = []  # the same, clamped for the networks
         for i, y_slice in enumerate(y_slices):
-            means, scales = self._params(i, hyper, decoded)
-            indexes = self._y_indexes(scales)
+            means, scales = run_exact(self.param_nets[i], torch.cat([hyper, *inputs], 1)).chunk(
+                2, 1
+            )
+            indexes = scale_indexes(scales, thresholds).cpu().numpy().ravel()
             if encoder is not None:
-                symbols = torch.round(y_slice - means).cpu().numpy().ravel()
+                symbols = torch.round(y_slice.double() - from_fixed(means)).cpu().numpy().ravel()
                 values = y_tables.encode(encoder, symbols, indexes)
             else:
                 values = y_tables.decode(decoder, indexes)
-            decoded.append(torch.from_numpy(values.reshape(means.shape)).to(means) + means)
-            decoded[-1] = self._refine(i, hyper, decoded)
-        return torch.cat(decoded, 1) * self.gain.inverse(q)
+            values = torch.from_numpy(values.reshape(means.shape)).to(device, torch.float64)
+            decoded.append(values * (1 << FRAC) + means)
+            inputs.append(decoded[-1].clamp(-ACT_LIMIT, ACT_LIMIT))
+            lrp = run_exact(self.lrp_nets[i], torch.cat([hyper, *inputs], 1))
+            decoded[-1] = decoded[-1] + half_tanh(lrp)
+            inputs[-1] = decoded[-1].clamp(-ACT_LIMIT, ACT_LIMIT)
+        y_hat = from_fixed(torch.cat(decoded, 1)) * self.gain.inverse_exact(float(q.item()))
+        return y_hat.float()

@@ -1,4 +1,5 @@
-"""Turn a training checkpoint into shipped weights: safetensors (fp16) + JSON model card."""
+"""Turn a training checkpoint (or an older weight file) into shipped weights: safetensors
+(fp16 weights, integer entropy networks, CDF tables) + JSON model card."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import torch
 
 from fusioncodec.nets import CodecConfig, count_parameters
-from fusioncodec.weights import build, export, load_state
+from fusioncodec.weights import build, export, load, load_state
 
 TRAINING_DATA = (
     "../shared/data/train: BSDS500 (boundary maps as edge targets) and COCO coco_tiny/"
@@ -59,6 +60,21 @@ def export_checkpoint(
     }
     path = out_dir / f"{name}.safetensors"
     return path, export(model, card, path)
+
+
+def convert_weights(
+    source: Path, kind: str, name: str, out_dir: Path, notes: str = ""
+) -> tuple[Path, bytes]:
+    """Re-export a weight file with the current format (e.g. one from before the integer
+    entropy networks): same trained weights and card, integer networks made from them."""
+    loaded = load(source, kind, require_exact=False)
+    if loaded.kind != kind:
+        raise ValueError(f"it holds a {loaded.kind} model, not {kind}")
+    card = dict(loaded.card, name=name, converted_from=loaded.identity.hex())
+    if notes:
+        card["training"] = dict(card.get("training", {}), notes=notes)
+    path = out_dir / f"{name}.safetensors"
+    return path, export(loaded.model, card, path)
 
 
 def load_results(paths: list[Path]) -> dict:

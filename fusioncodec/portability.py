@@ -1,0 +1,151 @@
+"""Numerical settings a decoder may meet, and a recorder of what the range decoder reads.
+
+Used by the portability tests and ``scripts/portability_check.py``: a file must decode to
+the same latent, symbol for symbol, whatever kernels, thread count, memory layout or
+precision the floating-point layers run with (the entropy parameters are integer-exact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from fusioncodec.coding import tables
+
+if TYPE_CHECKING:
+    from fusioncodec.codec import Codec
+
+SETTINGS = ("default", "onednn-off", "threads-1", "threads-2", "channels-last", "float64", "noise")
+
+
+def _float_layers(model: nn.Module) -> list[nn.Module]:
+    """Modules with floating-point parameters of their own (convolutions, GDN, ...)."""
+    return [
+        m
+        for m in model.modules()
+        if any(p.is_floating_point() for p in m.parameters(recurse=False))
+    ]
+
+
+def _to_double(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.double() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+@contextlib.contextmanager
+def numeric_setting(model: nn.Module, name: str, seed: int = 0) -> Iterator[None]:
+    """Run ``model``'s floating-point layers under setting ``name`` (see :data:`SETTINGS`).
+
+    ``noise`` multiplies every float layer's output by ``1 + 1e-6 * N(0, 1)`` (seeded);
+    ``float64`` runs them in double precision; the others change torch's kernels.
+    """
+    if name not in SETTINGS:
+        raise ValueError(f"unknown setting {name!r} (one of {', '.join(SETTINGS)})")
+    threads = torch.get_num_threads()
+    handles = []
+    try:
+        if name == "onednn-off":
+            with torch.backends.mkldnn.flags(enabled=False):
+                yield
+            return
+        if name.startswith("threads-"):
+            torch.set_num_threads(int(name.split("-")[1]))
+        elif name == "channels-last":
+            model.to(memory_format=torch.channels_last)
+        elif name == "float64":
+            model.double()
+            handles = [m.register_forward_pre_hook(_to_double) for m in _float_layers(model)]
+        elif name == "noise":
+            generator = torch.Generator().manual_seed(seed)
+
+            def jitter(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+                noise = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+                return out * (1 + 1e-6 * noise.to(out.device, out.dtype))
+
+            handles = [m.register_forward_hook(jitter) for m in _float_layers(model)]
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        torch.set_num_threads(threads)
+        if name == "channels-last":
+            model.to(memory_format=torch.contiguous_format)
+        elif name == "float64":
+            model.float()
+
+
+class SymbolRecorder:
+    """Records every table index and decoded value the range decoder produces."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[SymbolRecorder]:
+        original: Callable = tables.CategoricalTables.decode
+
+        def decode(table_set, decoder, indexes: np.ndarray) -> np.ndarray:  # noqa: ANN001
+            values = original(table_set, decoder, indexes)
+            self.digest.update(np.ascontiguousarray(indexes, dtype=np.int64).tobytes())
+            self.digest.update(np.ascontiguousarray(values, dtype=np.int64).tobytes())
+            self.count += len(values)
+            return values
+
+        tables.CategoricalTables.decode = decode
+        try:
+            yield self
+        finally:
+            tables.CategoricalTables.decode = original
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's exact bytes (dtype and shape included)."""
+    array = tensor.detach().cpu().contiguous().numpy()
+    head = f"{array.dtype}{array.shape}".encode()
+    return hashlib.sha256(head + array.tobytes()).hexdigest()
+
+
+CORPUS_QUALITIES = (1.0, 2.5, 4.0, 5.5, 8.0)
+_CROPS = ((200, 136), (192, 192), (256, 160), (131, 97), (320, 208), (96, 250), (160, 160))
+
+
+def corpus_plan(
+    images: list[tuple[str, Image.Image]], qualities: tuple[float, ...] = CORPUS_QUALITIES
+) -> list[tuple[str, Image.Image, float, tuple[str, ...]]]:
+    """Files to encode: a crop of each image (sizes vary, most not multiples of 64) at each
+    quality; every third file is machine-only, the others carry both layers."""
+    plan = []
+    for i, (name, image) in enumerate(images):
+        width, height = _CROPS[i % len(_CROPS)]
+        crop = image.convert("RGB").crop((0, 0, min(width, image.width), min(height, image.height)))
+        for j, quality in enumerate(qualities):
+            layers = ("machine",) if (i + j) % 3 == 0 else ("machine", "human")
+            plan.append((f"{name}-q{quality:g}", crop, quality, layers))
+    return plan
+
+
+def decode_record(codec: Codec, data: bytes) -> dict[str, str]:
+    """Per layer in the file: the decoded latent's digest and the digest of every table
+    index and symbol read, or the error the decoder raised."""
+    container = codec.parse(data)
+    record = {}
+    for layer in [layer.kind for layer in container.layers]:
+        recorder = SymbolRecorder()
+        try:
+            with recorder.recording():
+                latent = codec.decode_latent(container, layer)
+            record[layer] = f"{tensor_digest(latent)}:{recorder.hexdigest()}:{recorder.count}"
+        except ValueError as exc:
+            record[layer] = f"error: {exc}"
+    return record
