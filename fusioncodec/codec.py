@@ -4,10 +4,10 @@ Each layer's payload is one constriction range-coder stream (little-endian 32-bi
 the hyper-latent z, channel by channel, then y slice by slice with symbols grouped by
 scale table.  The decoder derives every shape from the image size in the container.
 
-Determinism: entropy parameters (table indexes) are recomputed by the decoder with the
-same network, so a file decodes bit-exactly on the machine and device that encoded it
-(same torch build and thread count).  Across devices or machines the floating-point
-results may differ, which can desynchronise the range decoder; see docs/FORMAT.md.
+Portability: everything that decides what the range decoder reads is computed in integer
+arithmetic (:mod:`fusioncodec.nets.exact`), so a file decodes to the same latent on every
+device, thread count and kernel library.  Only the synthesis transform is floating point:
+pixels may differ by a grey level between devices; see docs/FORMAT.md.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _as_layout(x: torch.Tensor) -> torch.Tensor:
+    """Image-sized tensors in channels_last: the float transforms run ~1.5x faster so."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _encode_latent(
     latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor, context: torch.Tensor | None = None
 ) -> tuple[bytes, torch.Tensor]:
@@ -85,6 +90,7 @@ class Codec:
         self.loaded = loaded
         self.device = resolve_device(device)
         self.model: ScalableCodec = loaded.model.to(self.device).eval()
+        self.model.to(memory_format=torch.channels_last)
         self.levels = loaded.config.levels
 
     @classmethod
@@ -121,7 +127,7 @@ class Codec:
         quality, human_quality = float(np.float32(quality)), float(np.float32(human_quality))
         width, height = image.size
         check_size(width, height)
-        x = to_tensor(image, self.device)
+        x = _as_layout(to_tensor(image, self.device))
         payload, y_machine = _encode_latent(
             self.model.machine.latent, self.model.machine.g_a(x), self._q(quality)
         )
@@ -183,7 +189,7 @@ class Codec:
         container = self.check(data) if isinstance(data, Container) else self.parse(data)
         y = self.decode_latent(container, layer)
         synthesis = self.model.machine.g_s if layer == "machine" else self.model.human.g_s
-        return to_image(synthesis(y), container.width, container.height)
+        return to_image(synthesis(_as_layout(y)), container.width, container.height)
 
 
 class SingleLayerRunner:
@@ -200,12 +206,13 @@ class SingleLayerRunner:
         self.loaded = loaded
         self.device = resolve_device(device)
         self.model = loaded.model.to(self.device).eval()
+        self.model.to(memory_format=torch.channels_last)
         self.levels = loaded.config.levels
 
     @torch.no_grad()
     def encode(self, image: Image.Image, quality: float) -> bytes:
         q = torch.tensor([quality - 1.0], device=self.device)
-        x = to_tensor(image, self.device)
+        x = _as_layout(to_tensor(image, self.device))
         payload, _ = _encode_latent(self.model.latent, self.model.g_a(x), q)
         return payload
 
@@ -214,4 +221,4 @@ class SingleLayerRunner:
         q = torch.tensor([quality - 1.0], device=self.device)
         z_shape = (padded(height) // STRIDE, padded(width) // STRIDE)
         y = _decode_latent(self.model.latent, payload, z_shape, q, self.device)
-        return to_image(self.model.g_s(y), width, height)
+        return to_image(self.model.g_s(_as_layout(y)), width, height)

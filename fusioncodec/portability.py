@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +22,7 @@ from fusioncodec.coding import tables
 if TYPE_CHECKING:
     from fusioncodec.codec import Codec
 
-SETTINGS = ("default", "onednn-off", "threads-1", "threads-2", "channels-last", "float64", "noise")
+SETTINGS = ("default", "onednn-off", "threads-1", "threads-2", "memory-format", "float64", "noise")
 
 
 def _float_layers(model: nn.Module) -> list[nn.Module]:
@@ -44,12 +43,17 @@ def numeric_setting(model: nn.Module, name: str, seed: int = 0) -> Iterator[None
     """Run ``model``'s floating-point layers under setting ``name`` (see :data:`SETTINGS`).
 
     ``noise`` multiplies every float layer's output by ``1 + 1e-6 * N(0, 1)`` (seeded);
-    ``float64`` runs them in double precision; the others change torch's kernels.
+    ``float64`` runs them in double precision; ``memory-format`` swaps their weights between
+    channels_last and contiguous; the others change torch's kernels.
     """
     if name not in SETTINGS:
         raise ValueError(f"unknown setting {name!r} (one of {', '.join(SETTINGS)})")
     threads = torch.get_num_threads()
     handles = []
+    conv = next((p for p in model.parameters() if p.dim() == 4), None)
+    layouts = (torch.channels_last, torch.contiguous_format)
+    if conv is not None and conv.is_contiguous(memory_format=torch.channels_last):
+        layouts = layouts[::-1]
     try:
         if name == "onednn-off":
             with torch.backends.mkldnn.flags(enabled=False):
@@ -57,8 +61,8 @@ def numeric_setting(model: nn.Module, name: str, seed: int = 0) -> Iterator[None
             return
         if name.startswith("threads-"):
             torch.set_num_threads(int(name.split("-")[1]))
-        elif name == "channels-last":
-            model.to(memory_format=torch.channels_last)
+        elif name == "memory-format":
+            model.to(memory_format=layouts[0])
         elif name == "float64":
             model.double()
             handles = [m.register_forward_pre_hook(_to_double) for m in _float_layers(model)]
@@ -75,8 +79,8 @@ def numeric_setting(model: nn.Module, name: str, seed: int = 0) -> Iterator[None
         for handle in handles:
             handle.remove()
         torch.set_num_threads(threads)
-        if name == "channels-last":
-            model.to(memory_format=torch.contiguous_format)
+        if name == "memory-format":
+            model.to(memory_format=layouts[1])
         elif name == "float64":
             model.float()
 

@@ -1,6 +1,7 @@
 """Portable files: a corpus coded with the shipped weights decodes to the same latents and
 the same range-coder symbols under every numerical setting torch offers on this machine
-(oneDNN on/off, 1 and 2 threads, channels_last, float64, 1e-6 noise in the float layers),
+(oneDNN on/off, 1 and 2 threads, channels_last or contiguous weights, float64, 1e-6
+noise in the float layers),
 and files encoded under each setting decode identically under the default one."""
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def test_default_files_decode_identically_under(codec, corpus, setting):
     with numeric_setting(codec.model, setting):
         for name, (data, reference) in corpus.items():
             record = decode_record(codec, data)
-            differ += [f"{name}/{layer}" for layer in reference if record[layer] != reference[layer]]
+            differ += [
+                f"{name}/{layer}" for layer in reference if record[layer] != reference[layer]
+            ]
     decodes = sum(len(reference) for _, reference in corpus.values())
     assert not differ, f"{len(differ)} of {decodes} layer decodes differ: {differ[:5]}"
 

@@ -141,7 +141,7 @@ class ExactConvMixin:
         if not self.quantized:
             raise RuntimeError("integer entropy parameters missing: quantize() after training")
         if self._cache is None or self._cache[0] != device:
-            w = self.weight_int.to(device, torch.float64)
+            w = self.weight_int.to(device, torch.float64).contiguous()
             scale = torch.exp2(-self.weight_shift.to(device, torch.float64)).reshape(1, -1, 1, 1)
             bias = self.bias_int.to(device, torch.float64).reshape(1, -1, 1, 1)
             self._cache = (device, w, scale, bias)
