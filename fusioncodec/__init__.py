@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from fusioncodec.codec import Codec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Container", "FormatError", "decode", "encode", "load", "__version__"]
 
 

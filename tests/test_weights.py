@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -303,3 +304,56 @@ def test_zeroed_likelihood_floors_in_a_file_are_restored(exported, tmp_path):
         for k, v in load(exported["path"]).model.state_dict().items()
         if k not in floors
     )
+
+
+def float_only_file(path: Path) -> Path:
+    """A weight file as fusioncodec 0.1 wrote it: float entropy networks, no integers."""
+    torch.manual_seed(5)
+    model = ScalableCodec(CONFIG)
+    for latent in model.latent_codecs():
+        latent.entropy_bottleneck.update(force=True)
+        latent.gaussian_conditional.update_scale_table(torch.linspace(0.11, 256, 64), force=True)
+    state = {
+        k: v.contiguous()
+        for k, v in model.state_dict().items()
+        if k.rsplit(".", 1)[-1] not in ("weight_int", "weight_shift", "bias_int")
+    }
+    save_file(state, str(path), metadata={"fusioncodec": json.dumps(card("old-format"))})
+    return path
+
+
+def test_weights_without_integer_networks_are_refused_for_coding(tmp_path):
+    old = float_only_file(tmp_path / "old.safetensors")
+    expected = r"old\.safetensors predates portable coding.*fcodec export"
+    with pytest.raises(WeightsError, match=expected):
+        load(old)
+    assert not load(old, require_exact=False).model.machine.latent.h_s[0].quantized
+
+
+def test_fcodec_export_converts_an_older_weight_file(tmp_path):
+    from click.testing import CliRunner
+
+    from fusioncodec.cli import cli
+
+    old = float_only_file(tmp_path / "old.safetensors")
+    args = ["export", str(old), "--kind", "scalable", "--name", "new", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    converted = load(tmp_path / "new.safetensors")
+    assert converted.name == "new"
+    assert converted.card["converted_from"] == identity_of(old).hex()
+    assert converted.card["config"] == card()["config"]
+    # the same trained weights: float layers equal, integer layers within half a step
+    source = load(old, require_exact=False).model.state_dict()
+    integers = integer_layers(converted.model)
+    for key, value in converted.model.state_dict().items():
+        if key in integers:
+            ref = source[key].half().float()
+            assert torch.allclose(value, ref, atol=float(ref.abs().max()) / 16383), key
+    codec = Codec(converted, "cpu")
+    image = Image.new("RGB", (70, 50), (120, 30, 200))
+    data = codec.encode(image)
+    assert codec.decode(data, "human").size == (70, 50)
+    # converting onto the source itself is refused
+    same = CliRunner().invoke(cli, [*args[:4], "--name", "old", "--out", str(tmp_path), "-f"])
+    assert same.exit_code == 1 and "another name" in same.output

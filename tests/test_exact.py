@@ -1,0 +1,102 @@
+"""The integer-exact layers (fusioncodec.nets.exact): exact at their bounds, close to the
+float layers they stand for, and the same as compressai's scale-table index."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fusioncodec._torchvision import ensure_torchvision
+from fusioncodec.nets.exact import (
+    ACT_LIMIT,
+    FRAC,
+    WEIGHT_LIMIT,
+    exact_conv,
+    exact_deconv,
+    from_fixed,
+    half_tanh,
+    scale_indexes,
+    scale_thresholds,
+    to_fixed,
+)
+
+ensure_torchvision()
+from compressai.entropy_models import GaussianConditional  # noqa: E402
+
+
+def int64_conv(x: torch.Tensor, w: torch.Tensor, padding: int) -> torch.Tensor:
+    """Reference: the same convolution in int64 (no floating point at all)."""
+    cols = F.unfold(x.double(), w.shape[-1], padding=padding)[0].round().long()
+    return (w.reshape(w.shape[0], -1).long() @ cols).reshape(1, w.shape[0], *x.shape[-2:])
+
+
+def test_sums_at_the_bounds_are_exact():
+    """Largest activations and weights over the widest fan-in: float64 equals int64."""
+    torch.manual_seed(0)
+    layer = exact_conv(900, 4, 3, 1)  # fan-in 8100, just under the limit
+    layer.quantize()
+    sign = torch.randint(0, 2, (4, 900, 3, 3)) * 2 - 1
+    layer.weight_int = (sign * WEIGHT_LIMIT).to(torch.int16)
+    layer.weight_shift = torch.zeros(4, dtype=torch.int8)
+    layer.bias_int = torch.zeros(4, dtype=torch.int64)
+    layer._cache = None
+    x = (torch.randint(0, 2, (1, 900, 5, 5)) * 2 - 1).double() * ACT_LIMIT
+    x[0, :, 1:4, 1:4] = ACT_LIMIT * sign[0]  # output (0, 2, 2) sums 8100 maximal products
+    exact = int64_conv(x, layer.weight_int, 1)
+    assert exact.abs().max() > 2**50  # the test really reaches the range
+    w64 = layer.weight_int.double()
+    assert torch.equal(F.conv2d(x, w64, padding=1).long(), exact)
+    assert torch.equal(layer.exact(x), exact.double().clamp(-ACT_LIMIT, ACT_LIMIT))
+
+
+def test_too_wide_a_fan_in_is_refused():
+    with pytest.raises(ValueError, match="fan-in"):
+        exact_conv(1000, 4, 3, 1)
+
+
+@pytest.mark.parametrize("make", [lambda: exact_conv(24, 16, 3, 1), lambda: exact_deconv(24, 16)])
+def test_exact_layer_matches_its_float_layer(make):
+    torch.manual_seed(1)
+    layer = make()
+    layer.quantize()
+    x = torch.randn(1, 24, 6, 7) * 3
+    with torch.no_grad():
+        ref = layer(from_fixed(to_fixed(x)).float()).double()
+    out = from_fixed(layer.exact(to_fixed(x)))
+    assert (out - ref).abs().max() < 1e-4
+    assert torch.equal(out, from_fixed(layer.exact(to_fixed(x))))  # deterministic
+    assert torch.equal(out * 2**FRAC, (out * 2**FRAC).round())  # integers
+
+
+def test_quantize_keeps_weights_within_half_a_step():
+    torch.manual_seed(2)
+    layer = exact_conv(8, 5, 3, 1)
+    before = layer.weight.detach().clone()
+    layer.quantize()
+    assert layer.weight_int.abs().max() <= WEIGHT_LIMIT
+    for c in range(5):
+        step = 2.0 ** -int(layer.weight_shift[c])
+        assert (layer.weight[c] - before[c]).abs().max() <= step / 2 + 1e-12
+
+
+def test_half_tanh_is_odd_exact_and_accurate():
+    a = torch.arange(-(12 << FRAC), 12 << FRAC, 97, dtype=torch.float64)
+    out = half_tanh(a)
+    assert torch.equal(out, -half_tanh(-a))
+    assert torch.equal(out, out.round())
+    expected = 0.5 * torch.tanh(from_fixed(a))
+    assert (from_fixed(out) - expected).abs().max() < 2e-5
+
+
+def test_scale_index_equals_compressai_on_fixed_point_scales():
+    table = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
+    gc = GaussianConditional(None)
+    gc.update_scale_table(table, force=True)
+    a = torch.arange(0, 300 << FRAC, 37, dtype=torch.float64)
+    a = torch.cat([a, scale_thresholds(gc.scale_table), scale_thresholds(gc.scale_table) + 1])
+    ours = scale_indexes(a, scale_thresholds(gc.scale_table))
+    theirs = gc.build_indexes(from_fixed(a))
+    assert torch.equal(ours, theirs.long())
