@@ -19,11 +19,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from fusioncodec.train.checkpoint import load_checkpoint
+
 SHARD_BYTES = 15 * 2**20
 
 
 def split(checkpoint: Path, out: Path, prefix: str) -> None:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0

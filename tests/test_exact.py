@@ -100,3 +100,15 @@ def test_scale_index_equals_compressai_on_fixed_point_scales():
     ours = scale_indexes(a, scale_thresholds(gc.scale_table))
     theirs = gc.build_indexes(from_fixed(a))
     assert torch.equal(ours, theirs.long())
+
+
+def test_large_bias_keeps_the_accumulator_exact():
+    layer = exact_conv(4, 2, 1, 1)
+    with torch.no_grad():
+        layer.weight.fill_(1e-6)
+        layer.bias.copy_(torch.tensor([300.0, -2.0]))  # 300 * 2**(40 + 15) would be > 2**53
+    layer.quantize()
+    assert layer.bias_int.abs().max() <= 2**50
+    x = to_fixed(torch.full((1, 4, 2, 2), 1.5))
+    out = from_fixed(layer.exact(x))[0, :, 0, 0]
+    assert (out - torch.tensor([300.0, -2.0], dtype=torch.float64)).abs().max() < 1e-3

@@ -485,3 +485,50 @@ def test_ema_is_checkpointed_resumed_and_exported(tmp_path: Path) -> None:
     assert card["training"]["weights"] == "moving average, decay 0.5"
     shipped = load_file(str(tmp_path / "avg.safetensors"))[name].float()
     assert torch.equal(shipped, second["ema"][name].half().float())
+
+
+class _Payload:
+    """Pickles to a call that writes a marker file: what a hostile checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def hostile_checkpoint(path: Path, marker: Path) -> Path:
+    torch.save({"model": {}, "config": {}, "step": 0, "elapsed": 0.0, "x": _Payload(marker)}, path)
+    return path
+
+
+def test_export_never_runs_code_from_a_checkpoint(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fusioncodec.cli import cli
+
+    marker = tmp_path / "pwned"
+    ckpt = hostile_checkpoint(tmp_path / "checkpoint.pt", marker)
+    args = ["export", str(ckpt), "--kind", "scalable", "--name", "x", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "cannot be read safely" in result.output
+    assert not marker.exists()
+
+
+def test_resume_never_runs_code_from_a_checkpoint(tmp_path: Path) -> None:
+    from fusioncodec.train.checkpoint import CheckpointError, load_checkpoint
+
+    marker = tmp_path / "pwned"
+    ckpt = hostile_checkpoint(tmp_path / "checkpoint.pt", marker)
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_checkpoint(ckpt)
+    assert not marker.exists()
+
+
+def test_checkpoints_from_before_store_paths_still_load(tmp_path: Path) -> None:
+    from fusioncodec.train.checkpoint import load_checkpoint
+
+    path = tmp_path / "old.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "config": {"out": tmp_path / "run"}}, path)
+    assert load_checkpoint(path)["config"]["out"] == tmp_path / "run"

@@ -9,11 +9,11 @@ latent-variable models" (ICLR 2019), here as post-training quantisation of float
   ``|a| <= ACT_LIMIT``, rounded and clamped after every layer;
 * a convolution's weights are integers with ``|w| <= WEIGHT_LIMIT`` and a power-of-two
   scale per output channel (``weight_shift``); its bias is an integer at the scale of the
-  accumulator;
+  accumulator, below ``BIAS_LIMIT`` = 2**50;
 * the arithmetic runs on float64 tensors that hold integers. No product or partial sum can
-  reach 2**53 (``ACT_LIMIT * WEIGHT_LIMIT * fan-in`` with fan-in at most ``MAX_FAN_IN``
-  stays below 2**52), so every sum is exact in any order, on any device and with any BLAS,
-  and rescaling by a power of two followed by round-half-even is exact too;
+  reach 2**53 (``ACT_LIMIT * WEIGHT_LIMIT * fan-in`` with fan-in below ``MAX_FAN_IN`` stays
+  below 2**51, the bias below 2**50), so every sum is exact in any order, on any device
+  and with any BLAS, and rescaling by a power of two followed by round-half-even is exact;
 * ``tanh`` is a table of integers (computed with correctly rounded decimal arithmetic)
   interpolated linearly in integer arithmetic.
 
@@ -38,6 +38,7 @@ ACT_LIMIT = (1 << 24) - 1  # |activation| bound (values up to +-512)
 WEIGHT_LIMIT = (1 << 14) - 1
 MAX_FAN_IN = 1 << 13  # products * fan-in < 2**51: exact in float64 with room for the bias
 MAX_SHIFT = 40
+BIAS_LIMIT = float(1 << 50)
 
 _TANH_STEP_BITS = 7  # table step 2**-7 over [0, 8]
 _TANH_FRAC = 30
@@ -92,14 +93,16 @@ class ExactConvMixin:
         w = self.weight.detach().cpu().double()
         dims = [d for d in range(w.dim()) if d != self._out_dim]
         peak = w.abs().amax(dim=dims)
-        shift = [
-            0 if p == 0 else min(MAX_SHIFT, math.floor(math.log2(WEIGHT_LIMIT / p)))
-            for p in peak.tolist()
-        ]
+        b = self.bias.detach().cpu().double() if self.bias is not None else torch.zeros(len(peak))
+        shift = []
+        for p, bias in zip(peak.tolist(), b.abs().tolist(), strict=True):
+            s = MAX_SHIFT if p == 0 else min(MAX_SHIFT, math.floor(math.log2(WEIGHT_LIMIT / p)))
+            if bias > 0:  # the bias at the accumulator's scale stays below BIAS_LIMIT
+                s = min(s, math.floor(math.log2(BIAS_LIMIT / bias)) - FRAC)
+            shift.append(max(s, -MAX_SHIFT))
         shift_t = torch.tensor(shift, dtype=torch.float64)
         w_int = torch.round(w * self._view(torch.exp2(shift_t))).clamp(-WEIGHT_LIMIT, WEIGHT_LIMIT)
-        b = self.bias.detach().cpu().double() if self.bias is not None else torch.zeros(len(shift))
-        b_int = torch.round(b * torch.exp2(shift_t + FRAC))
+        b_int = torch.round(b * torch.exp2(shift_t + FRAC)).clamp(-BIAS_LIMIT, BIAS_LIMIT)
         self.weight_int = w_int.to(torch.int16).to(self.weight.device)
         self.weight_shift = torch.tensor(shift, dtype=torch.int8, device=self.weight.device)
         self.bias_int = b_int.to(torch.int64).to(self.weight.device)
@@ -143,11 +146,11 @@ class ExactConvMixin:
         if self._cache is None or self._cache[0] != device:
             w = self.weight_int.to(device, torch.float64).contiguous()
             scale = torch.exp2(-self.weight_shift.to(device, torch.float64)).reshape(1, -1, 1, 1)
-            bias = self.bias_int.to(device, torch.float64).reshape(1, -1, 1, 1)
+            bias = self.bias_int.to(device, torch.float64)
             self._cache = (device, w, scale, bias)
         return self._cache[1:]
 
-    def _integer_conv(self, x: Tensor, w: Tensor) -> Tensor:
+    def _integer_conv(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
         raise NotImplementedError
 
     def exact(self, x: Tensor) -> Tensor:
@@ -156,8 +159,8 @@ class ExactConvMixin:
         # cuDNN may pick FFT or Winograd algorithms, which are not exact on integers; the
         # native implementation is im2col plus a matrix product.
         with torch.backends.cudnn.flags(enabled=False):
-            acc = self._integer_conv(x, w)
-        return torch.round((acc + bias) * scale).clamp_(-ACT_LIMIT, ACT_LIMIT)
+            acc = self._integer_conv(x, w, bias)
+        return torch.round(acc.mul_(scale)).clamp_(-ACT_LIMIT, ACT_LIMIT)
 
 
 class ExactConv2d(ExactConvMixin, nn.Conv2d):
@@ -169,8 +172,8 @@ class ExactConv2d(ExactConvMixin, nn.Conv2d):
         super().__init__(*args, **kwargs)
         self._init_exact()
 
-    def _integer_conv(self, x: Tensor, w: Tensor) -> Tensor:
-        return F.conv2d(x, w, None, self.stride, self.padding)
+    def _integer_conv(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
+        return F.conv2d(x, w, bias, self.stride, self.padding)
 
 
 class ExactConvTranspose2d(ExactConvMixin, nn.ConvTranspose2d):
@@ -182,8 +185,8 @@ class ExactConvTranspose2d(ExactConvMixin, nn.ConvTranspose2d):
         super().__init__(*args, **kwargs)
         self._init_exact()
 
-    def _integer_conv(self, x: Tensor, w: Tensor) -> Tensor:
-        return F.conv_transpose2d(x, w, None, self.stride, self.padding, self.output_padding)
+    def _integer_conv(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
+        return F.conv_transpose2d(x, w, bias, self.stride, self.padding, self.output_padding)
 
 
 def exact_conv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> ExactConv2d:
@@ -230,9 +233,14 @@ def _tanh_table() -> tuple[int, ...]:
     return tuple(values)
 
 
+@functools.cache
+def _tanh_tensor(device: torch.device) -> Tensor:
+    return torch.tensor(_tanh_table(), dtype=torch.float64, device=device)
+
+
 def half_tanh(a: Tensor) -> Tensor:
     """``0.5 * tanh`` of fixed-point integers, as fixed-point integers (exact)."""
-    table = torch.tensor(_tanh_table(), dtype=torch.float64, device=a.device)
+    table = _tanh_tensor(a.device)
     step = FRAC - _TANH_STEP_BITS
     mag = a.abs().clamp_(max=((_TANH_ENTRIES - 1) << step) - 1)
     index = torch.floor(mag * 2.0**-step)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from fusioncodec.nets import CodecConfig, count_parameters
+from fusioncodec.train.checkpoint import load_checkpoint
 from fusioncodec.weights import build, export, load, load_state
 
 TRAINING_DATA = (
@@ -31,7 +30,7 @@ def export_checkpoint(
     A checkpoint with a moving average of the weights (``fcodec train --ema``) exports the
     average, which is also what its validation measured.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
     cfg = state["config"]
     config = CodecConfig.from_dict(cfg["codec"])
     model = build(kind, config)

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from fusioncodec.layers import lambda_positions
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
+from fusioncodec.train.checkpoint import load_checkpoint, plain
 from fusioncodec.train.data import CropSampler, load_or_build
 from fusioncodec.train.losses import bits_per_pixel, edge_mse, lambda_at, mse, psnr, rd_loss
 
@@ -183,7 +184,7 @@ def train(cfg: TrainConfig) -> Path:
     ckpt_path = cfg.out / "checkpoint.pt"
     state = None
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt_path)
         saved = CodecConfig.from_dict(state["config"]["codec"])
         if saved != cfg.codec:  # a run keeps its architecture and lambdas when resumed
             tqdm.write(f"resuming with the checkpoint's codec settings: {saved.to_dict()}")
@@ -250,7 +251,7 @@ def train(cfg: TrainConfig) -> Path:
             return
         good = snapshot()
         tmp = ckpt_path.with_suffix(".tmp")
-        config = {**asdict(cfg), "codec": cfg.codec.to_dict()}
+        config = plain({**asdict(cfg), "codec": cfg.codec.to_dict()})
         torch.save({**good, "elapsed": elapsed, "config": config}, tmp)
         tmp.replace(ckpt_path)
 
