@@ -72,13 +72,26 @@ def _decode_latent(
     device: torch.device,
     context: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Decode one layer's payload, which must be exactly what the encoder wrote.
+
+    The decoded symbols are range-coded again as they come: an empty, zeroed, truncated,
+    extended or otherwise altered payload (even one whose CRC was recomputed) fails here
+    instead of decoding to a wrong picture.
+    """
     if len(payload) % 4:
         raise FormatError("corrupted layer payload (length is not a whole number of words)")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    echo = RangeEncoder()
     try:
-        return latent.decompress(RangeDecoder(words), z_shape, q, device, context)
+        y = latent.decompress(RangeDecoder(words), z_shape, q, device, context, echo=echo)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise FormatError(f"corrupted layer payload ({exc})") from None
+    if not np.array_equal(echo.get_compressed(), words):
+        raise FormatError(
+            "corrupted layer payload (its symbols do not re-encode to it: damaged, cut short "
+            "or with data appended)"
+        )
+    return y
 
 
 class Codec:

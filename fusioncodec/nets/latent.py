@@ -223,13 +223,21 @@ class SliceLatentCodec(nn.Module):
         q: Tensor,
         device: torch.device,
         context: Tensor | None = None,
+        echo: RangeEncoder | None = None,
     ) -> Tensor:
-        """Inverse of :meth:`compress` given the hyper-latent's spatial size."""
+        """Inverse of :meth:`compress` given the hyper-latent's spatial size.
+
+        With ``echo``, every decoded symbol is encoded into it again, in the encoder's order:
+        a payload made by :meth:`compress` comes out word for word, anything else does not.
+        """
         z_tables, _ = self.tables()
         shape = torch.Size((1, self.entropy_bottleneck.channels, *z_shape))
-        z_values = z_tables.decode(decoder, self._z_indexes(shape))
+        z_indexes = self._z_indexes(shape)
+        z_values = z_tables.decode(decoder, z_indexes)
+        if echo is not None:
+            z_tables.encode(echo, z_values, z_indexes)
         z_values = torch.from_numpy(z_values.reshape(shape)).to(device)
-        return self._code_slices(z_values, None, q, context, decoder=decoder)
+        return self._code_slices(z_values, None, q, context, decoder=decoder, echo=echo)
 
     def _code_slices(
         self,
@@ -239,6 +247,7 @@ class SliceLatentCodec(nn.Module):
         context: Tensor | None,
         encoder: RangeEncoder | None = None,
         decoder: RangeDecoder | None = None,
+        echo: RangeEncoder | None = None,
     ) -> Tensor:
         """Code y slice by slice in fixed point (see :mod:`fusioncodec.nets.exact`).
 
@@ -271,6 +280,8 @@ class SliceLatentCodec(nn.Module):
                 values = y_tables.encode(encoder, symbols, indexes)
             else:
                 values = y_tables.decode(decoder, indexes)
+                if echo is not None:
+                    y_tables.encode(echo, values, indexes)
             values = torch.from_numpy(values.reshape(means.shape)).to(device, torch.float64)
             decoded.append(values * (1 << FRAC) + means)
             inputs.append(decoded[-1].clamp(-ACT_LIMIT, ACT_LIMIT))
