@@ -83,7 +83,8 @@ def _decode_latent(
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     echo = RangeEncoder()
     try:
-        y = latent.decompress(RangeDecoder(words), z_shape, q, device, context, echo=echo)
+        decoder = RangeDecoder(words)
+        y = latent.decompress(decoder, z_shape, q, device, context, echo=echo, words=len(words))
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise FormatError(f"corrupted layer payload ({exc})") from None
     if not np.array_equal(echo.get_compressed(), words):

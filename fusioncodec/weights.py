@@ -98,7 +98,55 @@ def read_card(path: Path) -> dict:
         raise WeightsError(f"{path} has an unreadable model card") from None
     if not isinstance(card, dict) or not {"name", "kind", "config"} <= card.keys():
         raise WeightsError(f"{path} has an incomplete model card (needs name, kind, config)")
+    problem = card_problem(card)
+    if problem:
+        raise WeightsError(f"{path} has an invalid model card: {problem}")
     return card
+
+
+# Sane ranges of the architecture fields a card may hold: the shipped model is well inside
+# them, and anything outside would build a network of gigabytes before any other check.
+_CONFIG_RANGES = {
+    "n": (1, 512),
+    "slices": (1, 16),
+    "m": (1, 16),
+    "hyper_channels": (1, 512),
+    "z_channels": (1, 512),
+    "levels": (2, 64),
+}
+
+
+def card_problem(card: dict) -> str | None:
+    """What is wrong with a model card's fields (types and ranges), or None."""
+    if not isinstance(card["name"], str):
+        return "name must be a string"
+    if card["kind"] not in KINDS:
+        return f"unknown model kind {card['kind']!r} (expected one of {', '.join(KINDS)})"
+    config = card["config"]
+    if not isinstance(config, dict):
+        return "config must be an object"
+    for key, (lo, hi) in _CONFIG_RANGES.items():
+        value = config.get(key, getattr(CodecConfig, key))
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return f"config.{key} must be an integer in {lo}..{hi}, got {value!r}"
+    levels = config.get("levels", CodecConfig.levels)
+    for key in ("machine_lambdas", "human_lambdas"):
+        values = config.get(key)
+        if values is None:
+            continue
+        numbers = isinstance(values, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e6
+            for v in values
+        )
+        if not numbers or len(values) != levels or sorted(values) != values:
+            return f"config.{key} must be {levels} increasing positive numbers"
+    if not isinstance(config.get("conditioned", False), bool):
+        return "config.conditioned must be true or false"
+    try:
+        CodecConfig.from_dict(config)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def load(
@@ -129,12 +177,53 @@ def load(
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(f"{path} does not match its model card ({reason})") from None
+    problem = table_problem(model)
+    if problem:
+        raise WeightsError(f"{path} has invalid entropy tables: {problem}")
     if require_exact and not is_exact(model):
         raise WeightsError(
             f"{path} predates portable coding (no integer entropy networks): convert it with "
             "'fcodec export WEIGHTS --kind KIND --name NEW'"
         )
     return LoadedModel(model.eval(), card, identity_of(path))
+
+
+def table_problem(model: nn.Module) -> str | None:
+    """What is wrong with a model's CDF tables (shape, range, monotonicity), or None.
+
+    Empty tables (a model never updated) are not checked: coding refuses them itself.
+    """
+    from fusioncodec.coding.tables import ESCAPE_RANGE
+    from fusioncodec.nets.latent import SliceLatentCodec
+
+    for prefix, latent in model.named_modules():
+        if not isinstance(latent, SliceLatentCodec):
+            continue
+        eb, gc = latent.entropy_bottleneck, latent.gaussian_conditional
+        for name, module, count in (
+            ("z", eb, eb.channels),
+            ("y", gc, len(gc.scale_table) if gc.scale_table.numel() else 0),
+        ):
+            cdf, length, offset = module._quantized_cdf, module._cdf_length, module._offset
+            if cdf.numel() == 0:
+                continue
+            where = f"{prefix} {name}"
+            if cdf.dim() != 2 or cdf.shape[0] != count or length.shape != (count,):
+                return f"{where}: {tuple(cdf.shape)} tables, the card's sizes need {count}"
+            if offset.shape != (count,) or offset.abs().max() > ESCAPE_RANGE:
+                return f"{where}: offsets out of range"
+            if length.min() < 3 or length.max() > cdf.shape[1]:
+                return f"{where}: table lengths out of range"
+            cols = torch.arange(cdf.shape[1])[None, :]
+            inside = cols < length[:, None]
+            steps = (cdf[:, 1:] - cdf[:, :-1])[inside[:, 1:]]
+            ends = cdf.gather(1, (length - 1).long()[:, None])
+            if (cdf[:, 0] != 0).any() or (ends != 1 << 16).any() or (steps < 1).any():
+                return f"{where}: not increasing 16-bit CDFs"
+        table = gc.scale_table
+        if table.numel() and (not torch.isfinite(table).all() or (table.diff() <= 0).any()):
+            return f"{prefix}: scale table not increasing"
+    return None
 
 
 def is_exact(model: nn.Module) -> bool:

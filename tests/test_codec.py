@@ -504,3 +504,12 @@ def test_payload_must_be_exactly_the_encoded_stream(tiny_codec, two_layer, chang
         ).to_bytes()
         with pytest.raises(FormatError, match="corrupted layer payload"):
             tiny_codec.decode(bad, layer.kind)
+
+
+def test_header_claiming_a_larger_picture_fails_before_the_synthesis(tiny_codec, two_layer):
+    """The payload runs out long before a 2048x2048 latent does: a FormatError, no picture."""
+    good = Container.from_bytes(two_layer)
+    big = Container(2048, 2048, good.model_name, good.model_hash, good.m, good.layers)
+    for layer in ("machine", "human"):
+        with pytest.raises(FormatError, match="corrupted layer payload"):
+            tiny_codec.decode(big.to_bytes(), layer)

@@ -357,3 +357,55 @@ def test_fcodec_export_converts_an_older_weight_file(tmp_path):
     # converting onto the source itself is refused
     same = CliRunner().invoke(cli, [*args[:4], "--name", "old", "--out", str(tmp_path), "-f"])
     assert same.exit_code == 1 and "another name" in same.output
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"config": "str"}, "config must be an object"),
+        ({"config": {"n": 4000}}, "config.n must be an integer in 1..512, got 4000"),
+        ({"config": {"slices": 5000}}, "config.slices must be an integer"),
+        ({"config": {"n": "abc"}}, "config.n must be an integer"),
+        ({"config": {"levels": True}}, "config.levels must be an integer"),
+        ({"config": {"m": 3}}, "m must be in 1..2"),
+        ({"config": {"machine_lambdas": [1, 2]}}, "machine_lambdas must be 8 increasing"),
+        ({"config": {"conditioned": "yes"}}, "conditioned must be true or false"),
+        ({"name": 5}, "name must be a string"),
+        ({"kind": "weird"}, "unknown model kind 'weird'"),
+    ],
+)
+def test_invalid_cards_are_refused_before_building(exported, tmp_path, change, message):
+    """One line naming the file; nothing is built from an absurd card (no GB allocations)."""
+    bad = exported_card()
+    for key, value in change.items():
+        bad[key] = bad["config"] | value if key == "config" and isinstance(value, dict) else value
+    path = tmp_path / "tampered.safetensors"
+    with safe_open(str(exported["path"]), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(path), metadata={"fusioncodec": json.dumps(bad)})
+    with pytest.raises(WeightsError) as info:
+        load(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("tamper", ["offset-max", "not-increasing", "wrong-count", "short-end"])
+def test_tampered_entropy_tables_are_blamed_on_the_weights(exported, tmp_path, tamper):
+    key = "machine.latent.gaussian_conditional."
+    with safe_open(str(exported["path"]), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = f.metadata()
+    cdf = tensors[key + "_quantized_cdf"]
+    if tamper == "offset-max":
+        tensors[key + "_offset"][0] = torch.iinfo(torch.int32).max
+    elif tamper == "not-increasing":
+        cdf[3, 1] = cdf[3, 2] + 5
+    elif tamper == "wrong-count":
+        for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+            tensors[key + name] = tensors[key + name][:-1].contiguous()
+    else:
+        cdf[0, int(tensors[key + "_cdf_length"][0]) - 1] -= 1
+    path = tmp_path / "tables.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(WeightsError, match=rf"{path.name} has invalid entropy tables"):
+        load(path)

@@ -47,6 +47,11 @@ def scale_table() -> Tensor:
     return torch.exp(torch.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS))
 
 
+def _check_words(echo: RangeEncoder, words: int | None) -> None:
+    if words is not None and echo.num_words() > words:
+        raise ValueError("the payload ends before the latent does")
+
+
 class SliceLatentCodec(nn.Module):
     """Hyperprior + S-slice channel-conditional entropy model with LRP and gain units."""
 
@@ -224,11 +229,14 @@ class SliceLatentCodec(nn.Module):
         device: torch.device,
         context: Tensor | None = None,
         echo: RangeEncoder | None = None,
+        words: int | None = None,
     ) -> Tensor:
         """Inverse of :meth:`compress` given the hyper-latent's spatial size.
 
         With ``echo``, every decoded symbol is encoded into it again, in the encoder's order:
-        a payload made by :meth:`compress` comes out word for word, anything else does not.
+        a payload made by :meth:`compress` comes out word for word, anything else does not;
+        decoding stops as soon as the echo needs more than ``words`` words (the payload ran
+        out before the latent did).
         """
         z_tables, _ = self.tables()
         shape = torch.Size((1, self.entropy_bottleneck.channels, *z_shape))
@@ -236,8 +244,11 @@ class SliceLatentCodec(nn.Module):
         z_values = z_tables.decode(decoder, z_indexes)
         if echo is not None:
             z_tables.encode(echo, z_values, z_indexes)
+            _check_words(echo, words)
         z_values = torch.from_numpy(z_values.reshape(shape)).to(device)
-        return self._code_slices(z_values, None, q, context, decoder=decoder, echo=echo)
+        return self._code_slices(
+            z_values, None, q, context, decoder=decoder, echo=echo, words=words
+        )
 
     def _code_slices(
         self,
@@ -248,6 +259,7 @@ class SliceLatentCodec(nn.Module):
         encoder: RangeEncoder | None = None,
         decoder: RangeDecoder | None = None,
         echo: RangeEncoder | None = None,
+        words: int | None = None,
     ) -> Tensor:
         """Code y slice by slice in fixed point (see :mod:`fusioncodec.nets.exact`).
 
@@ -282,6 +294,7 @@ class SliceLatentCodec(nn.Module):
                 values = y_tables.decode(decoder, indexes)
                 if echo is not None:
                     y_tables.encode(echo, values, indexes)
+                    _check_words(echo, words)
             values = torch.from_numpy(values.reshape(means.shape)).to(device, torch.float64)
             decoded.append(values * (1 << FRAC) + means)
             inputs.append(decoded[-1].clamp(-ACT_LIMIT, ACT_LIMIT))
