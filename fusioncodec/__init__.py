@@ -10,6 +10,11 @@ decoded into a picture for people)::
     seen_by_people = fusioncodec.decode(data, layer="human")
 
 Heavy modules (torch, the models) load on first use, so importing this package is cheap.
+
+Errors (all ``ValueError`` subclasses of :class:`FusionCodecError`, one-line messages; see
+:mod:`fusioncodec.errors`): :class:`FormatError` for a damaged, foreign or unsupported file,
+:class:`WeightsError` for missing or invalid weights, :class:`ArgumentError` for an argument
+out of range, raised before any coding work.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from functools import lru_cache
 from os import PathLike
 from typing import TYPE_CHECKING
 
-from fusioncodec.container import Container, FormatError
+from fusioncodec.container import Container
+from fusioncodec.errors import ArgumentError, FormatError, FusionCodecError, WeightsError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -27,7 +33,17 @@ if TYPE_CHECKING:
     from fusioncodec.codec import Codec
 
 __version__ = "0.2.0"
-__all__ = ["Container", "FormatError", "decode", "encode", "load", "__version__"]
+__all__ = [
+    "ArgumentError",
+    "Container",
+    "FormatError",
+    "FusionCodecError",
+    "WeightsError",
+    "__version__",
+    "decode",
+    "encode",
+    "load",
+]
 
 
 def load(weights: str | PathLike | None = None, device: str = "auto") -> Codec:

@@ -20,11 +20,12 @@ import torch
 from PIL import Image
 
 from fusioncodec.coding import RangeDecoder, RangeEncoder
-from fusioncodec.container import LAYER_KINDS, Container, FormatError, Layer
+from fusioncodec.container import LAYER_KINDS, Container, Layer
+from fusioncodec.errors import ArgumentError, FormatError
 from fusioncodec.image import padded, to_image, to_tensor
 from fusioncodec.nets import STRIDE, ScalableCodec
 from fusioncodec.nets.latent import SliceLatentCodec
-from fusioncodec.weights import LoadedModel, load
+from fusioncodec.weights import LoadedModel, WeightsError, load
 
 DEFAULT_QUALITY = 4.0
 MAX_CODEC_PIXELS = 40_000_000  # the transforms hold ~300 bytes per pixel at their peak
@@ -33,7 +34,7 @@ MAX_CODEC_PIXELS = 40_000_000  # the transforms hold ~300 bytes per pixel at the
 def check_size(width: int, height: int) -> None:
     """Refuse images whose transforms would not fit in memory (before allocating)."""
     if width * height > MAX_CODEC_PIXELS:
-        raise ValueError(
+        raise ArgumentError(
             f"image of {width}x{height} is too large to code in one piece "
             f"(at most {MAX_CODEC_PIXELS // 1_000_000} megapixels)"
         )
@@ -44,11 +45,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r} (use cpu, cuda or auto)")
+        raise ArgumentError(f"unknown device {device!r} (use cpu, cuda or auto)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("device 'cuda' asked for, but torch sees no CUDA device")
     return torch.device(device)
+
+
+def checked_quality(quality: float, levels: int, what: str = "quality") -> float:
+    """``quality`` checked against ``1..levels`` and rounded to float32 (what a file stores)."""
+    try:
+        value = float(np.float32(quality))
+        ok = 1 <= value <= levels
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ArgumentError(f"{what} must be between 1 and {levels}, got {quality!r}")
+    return value
+
+
+def level_position(quality: float, device: torch.device) -> torch.Tensor:
+    """The gain units' level position of a checked float32 ``quality`` (1 -> 0)."""
+    return torch.tensor([quality - 1.0], dtype=torch.float32, device=device)
 
 
 def _as_layout(x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +118,7 @@ class Codec:
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto") -> None:
         if loaded.kind != "scalable":
-            raise ValueError(f"{loaded.name} is a {loaded.kind} model, not a scalable codec")
+            raise WeightsError(f"{loaded.name} is a {loaded.kind} model, not a scalable codec")
         self.loaded = loaded
         self.device = resolve_device(device)
         self.model: ScalableCodec = loaded.model.to(self.device).eval()
@@ -119,10 +137,11 @@ class Codec:
     def identity(self) -> bytes:
         return self.loaded.identity
 
+    def _quality(self, quality: float, what: str = "quality") -> float:
+        return checked_quality(quality, self.levels, what)
+
     def _q(self, quality: float) -> torch.Tensor:
-        if not 1 <= quality <= self.levels:
-            raise ValueError(f"quality must be between 1 and {self.levels}, got {quality}")
-        return torch.tensor([quality - 1.0], dtype=torch.float32, device=self.device)
+        return level_position(quality, self.device)
 
     @torch.no_grad()
     def encode(
@@ -133,26 +152,30 @@ class Codec:
         human_quality: float | None = None,
     ) -> bytes:
         """Code ``image`` into ``.fcb`` bytes: the machine layer and, optionally, the human one."""
-        layers = tuple(layers)
-        if "machine" not in layers or not set(layers) <= set(LAYER_KINDS):
-            raise ValueError("layers must be ('machine',) or ('machine', 'human')")
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+        if layers not in (("machine",), ("machine", "human")):
+            raise ArgumentError(
+                f"layers must be ('machine',) or ('machine', 'human'), got {layers!r}"
+            )
         human_quality = quality if human_quality is None else human_quality
         # The file stores qualities as float32: use exactly those values on both sides.
-        quality, human_quality = float(np.float32(quality)), float(np.float32(human_quality))
+        quality = self._quality(quality)
+        human_quality = self._quality(human_quality, "human_quality")
+        q_machine, q_human = self._q(quality), self._q(human_quality)
         width, height = image.size
         check_size(width, height)
         x = _as_layout(to_tensor(image, self.device))
         payload, y_machine = _encode_latent(
-            self.model.machine.latent, self.model.machine.g_a(x), self._q(quality)
+            self.model.machine.latent, self.model.machine.g_a(x), q_machine
         )
-        coded = [Layer("machine", float(quality), payload)]
+        coded = [Layer("machine", quality, payload)]
         if "human" in layers:
             additional = self.model.additional
             y_add = additional.analyze(x, y_machine)
             payload, _ = _encode_latent(
-                additional.latent, y_add, self._q(human_quality), additional.context(y_machine)
+                additional.latent, y_add, q_human, additional.context(y_machine)
             )
-            coded.append(Layer("human", float(human_quality), payload))
+            coded.append(Layer("human", human_quality, payload))
         return Container(
             width, height, self.name, self.identity, self.model.config.m, tuple(coded)
         ).to_bytes()
@@ -170,12 +193,26 @@ class Codec:
 
     @torch.no_grad()
     def decode_latent(self, container: Container, layer: str) -> torch.Tensor:
-        """The decoded latent that feeds a synthesis transform (fused for the human layer)."""
-        check_size(container.width, container.height)
+        """The decoded latent that feeds a synthesis transform (fused for the human layer).
+
+        Everything the file says is checked before any decoding work: size, layers and
+        each needed layer's quality.
+        """
+        if layer not in LAYER_KINDS:
+            raise ArgumentError(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
+        try:
+            check_size(container.width, container.height)
+        except ArgumentError as exc:
+            raise FormatError(f"cannot decode this file: {exc}") from None
         z_shape = (padded(container.height) // STRIDE, padded(container.width) // STRIDE)
-        machine = container.layer("machine")
-        if layer == "human":
-            human = container.layer("human")  # fail before any decoding work
+        needed = [container.layer(kind) for kind in LAYER_KINDS[: LAYER_KINDS.index(layer) + 1]]
+        for coded in needed:
+            if not 1 <= coded.quality <= self.levels:
+                raise FormatError(
+                    f"the file's {coded.kind} layer has quality {coded.quality:g}, outside "
+                    f"this model's 1..{self.levels}"
+                )
+        machine = needed[0]
         y_machine = _decode_latent(
             self.model.machine.latent,
             machine.payload,
@@ -187,9 +224,9 @@ class Codec:
             return y_machine
         y_add = _decode_latent(
             self.model.additional.latent,
-            human.payload,
+            needed[1].payload,
             z_shape,
-            self._q(human.quality),
+            self._q(needed[1].quality),
             self.device,
             self.model.additional.context(y_machine),
         )
@@ -197,9 +234,13 @@ class Codec:
 
     @torch.no_grad()
     def decode(self, data: bytes | Container, layer: str = "human") -> Image.Image:
-        """Decode the machine or human layer of ``.fcb`` bytes into an RGB image."""
+        """Decode the machine or human layer of ``.fcb`` bytes into an RGB image.
+
+        Raises :class:`FormatError` for a damaged, unsupported or foreign file and
+        :class:`ArgumentError` for a bad ``layer``.
+        """
         if layer not in LAYER_KINDS:
-            raise ValueError(f"layer must be one of {LAYER_KINDS}")
+            raise ArgumentError(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
         container = self.check(data) if isinstance(data, Container) else self.parse(data)
         y = self.decode_latent(container, layer)
         synthesis = self.model.machine.g_s if layer == "machine" else self.model.human.g_s
@@ -216,7 +257,7 @@ class SingleLayerRunner:
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto") -> None:
         if loaded.kind != "baseline":
             kind = f"{loaded.name} is a {loaded.kind} model"
-            raise ValueError(f"{kind}, not a baseline (single-layer)")
+            raise WeightsError(f"{kind}, not a baseline (single-layer)")
         self.loaded = loaded
         self.device = resolve_device(device)
         self.model = loaded.model.to(self.device).eval()
@@ -225,14 +266,16 @@ class SingleLayerRunner:
 
     @torch.no_grad()
     def encode(self, image: Image.Image, quality: float) -> bytes:
-        q = torch.tensor([quality - 1.0], device=self.device)
+        q = level_position(checked_quality(quality, self.levels), self.device)
+        check_size(*image.size)
         x = _as_layout(to_tensor(image, self.device))
         payload, _ = _encode_latent(self.model.latent, self.model.g_a(x), q)
         return payload
 
     @torch.no_grad()
     def decode(self, payload: bytes, width: int, height: int, quality: float) -> Image.Image:
-        q = torch.tensor([quality - 1.0], device=self.device)
+        q = level_position(checked_quality(quality, self.levels), self.device)
+        check_size(width, height)
         z_shape = (padded(height) // STRIDE, padded(width) // STRIDE)
         y = _decode_latent(self.model.latent, payload, z_shape, q, self.device)
         return to_image(self.model.g_s(_as_layout(y)), width, height)

@@ -16,6 +16,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from fusioncodec.errors import FormatError
+
 __all__ = [
     "FORMAT_VERSION",
     "HASH_SIZE",
@@ -64,10 +66,6 @@ MIN_HEADER_SIZE = _FIXED.size + 1 + _LAYER_ENTRY.size + _CRC.size
 """Smallest valid header: empty model name and one layer (51 bytes)."""
 MAX_HEADER_SIZE = _FIXED.size + MAX_NAME_BYTES + 1 + MAX_LAYERS * _LAYER_ENTRY.size + _CRC.size
 """Largest valid header (319 bytes); reading this many bytes always suffices."""
-
-
-class FormatError(ValueError):
-    """The bytes are not a valid ``.fcb`` file (or not one this version can use)."""
 
 
 def header_size_for(name_len: int, n_layers: int) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fusioncodec.errors import WeightsError
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
 
 KINDS = ("scalable", "baseline")
@@ -28,8 +29,6 @@ ENTROPY_PARAMETERS = (
 DEFAULT_NAME = "fusioncodec-default"
 
 
-class WeightsError(ValueError):
-    """A weight file is missing, unreadable or not a fusioncodec model (one-line message)."""
 
 
 def models_dir() -> Path:

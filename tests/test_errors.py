@@ -1,0 +1,106 @@
+"""The API's error contract: which exception, when, and that cheap checks come first."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+import fusioncodec
+from fusioncodec import ArgumentError, FormatError, FusionCodecError, WeightsError
+from fusioncodec.codec import Codec, SingleLayerRunner
+from fusioncodec.container import Container, Layer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
+
+@pytest.fixture
+def no_work(tiny_codec, monkeypatch):
+    """Fails the test if any network or range coder runs."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("coding work started before the arguments were checked")
+
+    for module in (tiny_codec.model.machine.g_a, tiny_codec.model.additional.g_a):
+        monkeypatch.setattr(module, "forward", forbidden)
+    monkeypatch.setattr("fusioncodec.codec._decode_latent", forbidden)
+    return tiny_codec
+
+
+@pytest.fixture(scope="module")
+def image() -> Image.Image:
+    return Image.new("RGB", (40, 30), (10, 200, 90))
+
+
+def test_every_error_is_a_fusioncodec_value_error():
+    for cls in (ArgumentError, FormatError, WeightsError):
+        assert issubclass(cls, FusionCodecError) and issubclass(cls, ValueError)
+    assert fusioncodec.container.FormatError is FormatError
+    assert fusioncodec.weights.WeightsError is WeightsError
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"quality": 9}, "quality must be between 1 and 8, got 9"),
+        ({"quality": 0.5}, "quality must be between 1 and 8"),
+        ({"quality": float("nan")}, "quality must be between 1 and 8"),
+        ({"quality": "abc"}, "quality must be between 1 and 8"),
+        ({"human_quality": 0}, "human_quality must be between 1 and 8, got 0"),
+        ({"layers": ("human",)}, "layers must be"),
+        ({"layers": ("human", "machine")}, "layers must be"),
+    ],
+)
+def test_bad_encode_arguments_fail_before_any_work(no_work, image, kwargs, message):
+    with pytest.raises(ArgumentError, match=message):
+        no_work.encode(image, **kwargs)
+
+
+def test_too_large_a_picture_fails_before_any_work(no_work):
+    with pytest.raises(ArgumentError, match="too large"):
+        no_work.encode(Image.new("RGB", (8000, 6000)))
+
+
+@pytest.fixture(scope="module")
+def two_layer(tiny_codec, image) -> bytes:
+    return tiny_codec.encode(image)
+
+
+def test_a_file_quality_outside_the_model_fails_before_decoding(two_layer, no_work):
+    good = Container.from_bytes(two_layer)
+    machine, human = good.layers
+    bad = Container(
+        good.width,
+        good.height,
+        good.model_name,
+        good.model_hash,
+        good.m,
+        (machine, Layer("human", 9.0, human.payload)),
+    ).to_bytes()
+    with pytest.raises(FormatError, match="human layer has quality 9, outside"):
+        no_work.decode(bad, "human")
+
+
+def test_bad_layer_and_device(tiny_codec, tiny_weights, image):
+    with pytest.raises(ArgumentError, match="layer must be one of"):
+        tiny_codec.decode(b"", "people")
+    with pytest.raises(ArgumentError, match="unknown device 'tpu'"):
+        Codec.from_file(tiny_weights, "tpu")
+
+
+def test_missing_or_wrong_kind_weights(tmp_path, tiny_weights, tiny_baseline_weights):
+    with pytest.raises(WeightsError, match="weights not found"):
+        fusioncodec.load(tmp_path / "none.safetensors", "cpu")
+    from fusioncodec.weights import load
+
+    with pytest.raises(WeightsError, match="not a scalable codec"):
+        Codec(load(tiny_baseline_weights), "cpu")
+    with pytest.raises(WeightsError, match="not a baseline"):
+        SingleLayerRunner(load(tiny_weights), "cpu")
+
+
+def test_baseline_runner_checks_quality(tiny_baseline_weights, image):
+    from fusioncodec.weights import load
+
+    runner = SingleLayerRunner(load(tiny_baseline_weights), "cpu")
+    with pytest.raises(ArgumentError, match="quality must be between 1 and 8"):
+        runner.encode(image, 12)
