@@ -12,6 +12,8 @@ pixels may differ by a grey level between devices; see docs/FORMAT.md.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import torch
 from PIL import Image
 
 from fusioncodec.coding import RangeDecoder, RangeEncoder
+from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
 from fusioncodec.image import padded, to_image, to_tensor
@@ -74,10 +77,37 @@ def _as_layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _encode_latent(
-    latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor, context: torch.Tensor | None = None
+_BINDING_MODEL = Uniform(1 << 16)
+
+
+def layer_binding(
+    kind: str, quality: float, width: int, height: int, m: int, machine_payload: bytes = b""
+) -> int:
+    """The 32-bit value a layer's payload starts with: the CRC-32 of the header fields it
+    was coded for (and, for the human layer, of the machine payload it is conditioned on).
+
+    A payload moved to another file, or under an edited header, fails at its first word.
+    """
+    fields = struct.pack("<BfHHB", LAYER_KINDS.index(kind), quality, width, height, m)
+    return zlib.crc32(fields + machine_payload)
+
+
+def _code_binding(coder: RangeEncoder, binding: int) -> None:
+    coder.encode(np.array([binding & 0xFFFF, binding >> 16], dtype=np.int32), _BINDING_MODEL)
+
+
+def encode_payload(
+    latent: SliceLatentCodec,
+    y: torch.Tensor,
+    q: torch.Tensor,
+    context: torch.Tensor | None = None,
+    binding: int | None = None,
 ) -> tuple[bytes, torch.Tensor]:
+    """One layer's range-coder stream (``binding`` first, if given) and the decoder's
+    exact reconstruction of the latent."""
     encoder = RangeEncoder()
+    if binding is not None:
+        _code_binding(encoder, binding)
     y_hat = latent.compress(y, q, encoder, context)
     return encoder.get_compressed().astype("<u4").tobytes(), y_hat
 
@@ -89,6 +119,7 @@ def _decode_latent(
     q: torch.Tensor,
     device: torch.device,
     context: torch.Tensor | None = None,
+    binding: int | None = None,
 ) -> torch.Tensor:
     """Decode one layer's payload, which must be exactly what the encoder wrote.
 
@@ -102,6 +133,14 @@ def _decode_latent(
     echo = RangeEncoder()
     try:
         decoder = RangeDecoder(words)
+        if binding is not None:
+            low, high = decoder.decode(_BINDING_MODEL, 2)
+            if int(low) | int(high) << 16 != binding:
+                raise FormatError(
+                    "layer payload not coded for this file (its header's quality or size, or "
+                    "the machine layer under it, differ from the encoder's)"
+                )
+            _code_binding(echo, binding)
         y = latent.decompress(decoder, z_shape, q, device, context, echo=echo, words=len(words))
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise FormatError(f"corrupted layer payload ({exc})") from None
@@ -164,16 +203,21 @@ class Codec:
         q_machine, q_human = self._q(quality), self._q(human_quality)
         width, height = image.size
         check_size(width, height)
+        m = self.model.config.m
         x = _as_layout(to_tensor(image, self.device))
-        payload, y_machine = _encode_latent(
-            self.model.machine.latent, self.model.machine.g_a(x), q_machine
+        machine, y_machine = encode_payload(
+            self.model.machine.latent,
+            self.model.machine.g_a(x),
+            q_machine,
+            binding=layer_binding("machine", quality, width, height, m),
         )
-        coded = [Layer("machine", quality, payload)]
+        coded = [Layer("machine", quality, machine)]
         if "human" in layers:
             additional = self.model.additional
             y_add = additional.analyze(x, y_machine)
-            payload, _ = _encode_latent(
-                additional.latent, y_add, q_human, additional.context(y_machine)
+            binding = layer_binding("human", human_quality, width, height, m, machine)
+            payload, _ = encode_payload(
+                additional.latent, y_add, q_human, additional.context(y_machine), binding
             )
             coded.append(Layer("human", human_quality, payload))
         return Container(
@@ -213,12 +257,14 @@ class Codec:
                     f"this model's 1..{self.levels}"
                 )
         machine = needed[0]
+        size = (container.width, container.height, container.m)
         y_machine = _decode_latent(
             self.model.machine.latent,
             machine.payload,
             z_shape,
             self._q(machine.quality),
             self.device,
+            binding=layer_binding("machine", machine.quality, *size),
         )
         if layer == "machine":
             return y_machine
@@ -229,6 +275,7 @@ class Codec:
             self._q(needed[1].quality),
             self.device,
             self.model.additional.context(y_machine),
+            layer_binding("human", needed[1].quality, *size, machine.payload),
         )
         return self.model.human.fusion(y_machine, y_add)
 
@@ -269,7 +316,7 @@ class SingleLayerRunner:
         q = level_position(checked_quality(quality, self.levels), self.device)
         check_size(*image.size)
         x = _as_layout(to_tensor(image, self.device))
-        payload, _ = _encode_latent(self.model.latent, self.model.g_a(x), q)
+        payload, _ = encode_payload(self.model.latent, self.model.g_a(x), q)
         return payload
 
     @torch.no_grad()

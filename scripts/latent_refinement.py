@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusioncodec.codec import Codec, _encode_latent
+from fusioncodec.codec import Codec, encode_payload, layer_binding
 from fusioncodec.container import Container, Layer
 from fusioncodec.eval import metrics, rd
 from fusioncodec.image import to_tensor
@@ -74,8 +74,11 @@ def refine(codec: Codec, image: Image.Image, quality: float, steps: int, lr: flo
         optimizer.step()
     seconds = time.perf_counter() - start
     with torch.no_grad():
-        payload, _ = _encode_latent(add.latent, y.detach(), q, context)
-    human = Layer("human", container.layer("human").quality, payload)
+        quality = container.layer("human").quality
+        machine = container.layer("machine").payload
+        binding = layer_binding("human", quality, w, h, model.config.m, machine)
+        payload, _ = encode_payload(add.latent, y.detach(), q, context, binding)
+    human = Layer("human", quality, payload)
     refined = Container(w, h, codec.name, codec.identity, model.config.m,
                         (container.layer("machine"), human)).to_bytes()  # fmt: skip
     (b0, p0), (b1, p1) = measure(codec, data, image), measure(codec, refined, image)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image
 import fusioncodec
 from fusioncodec.codec import Codec
 from fusioncodec.coding import RangeEncoder
+from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import Container, FormatError, Layer
 from fusioncodec.image import to_image, to_tensor
 from fusioncodec.layers import GainUnit, lambda_log_gains
@@ -49,9 +52,18 @@ def encoder_side(codec: Codec, image: Image.Image, quality: float, human_quality
     x = to_tensor(image, codec.device)
     width, height = image.size
     machine_encoder, human_encoder = RangeEncoder(), RangeEncoder()
+    # each payload starts with its binding: CRC-32 of the header fields it was coded for
+    # (and of the machine payload, for the human layer), as two uniform 16-bit symbols
+    fields = struct.pack("<BfHHB", 0, quality, width, height, model.config.m)
+    binding = zlib.crc32(fields)
+    machine_encoder.encode(np.array([binding & 0xFFFF, binding >> 16], np.int32), Uniform(65536))
     y_machine = model.machine.latent.compress(
         model.machine.g_a(x), q_tensor(quality), machine_encoder
     )
+    machine_payload = machine_encoder.get_compressed().astype("<u4").tobytes()
+    fields = struct.pack("<BfHHB", 1, human_quality, width, height, model.config.m)
+    binding = zlib.crc32(fields + machine_payload)
+    human_encoder.encode(np.array([binding & 0xFFFF, binding >> 16], np.int32), Uniform(65536))
     y_add = model.additional.latent.compress(
         model.additional.analyze(x, y_machine),
         q_tensor(human_quality),
@@ -63,7 +75,7 @@ def encoder_side(codec: Codec, image: Image.Image, quality: float, human_quality
         "y_human": model.human.fusion(y_machine, y_add),
         "machine": to_image(model.machine.g_s(y_machine), width, height),
         "human": to_image(model.human.g_s(model.human.fusion(y_machine, y_add)), width, height),
-        "machine_payload": machine_encoder.get_compressed().astype("<u4").tobytes(),
+        "machine_payload": machine_payload,
         "human_payload": human_encoder.get_compressed().astype("<u4").tobytes(),
     }
 
@@ -513,3 +525,26 @@ def test_header_claiming_a_larger_picture_fails_before_the_synthesis(tiny_codec,
     for layer in ("machine", "human"):
         with pytest.raises(FormatError, match="corrupted layer payload"):
             tiny_codec.decode(big.to_bytes(), layer)
+
+
+@pytest.mark.parametrize("edit", ["machine-quality", "size", "human-from-another-file"])
+def test_a_payload_only_decodes_under_the_header_it_was_coded_for(tiny_codec, image, edit):
+    """Valid CRCs, intact streams, wrong combination: refused at the payload's first word."""
+    data = tiny_codec.encode(image, quality=4)
+    good = Container.from_bytes(data)
+    machine, human = good.layers
+    width, height = good.width, good.height
+    if edit == "machine-quality":
+        machine = Layer("machine", 5.0, machine.payload)
+    elif edit == "size":
+        width -= 1  # the same padded size: the stream itself would still decode
+    else:
+        # same human quality, conditioned on another machine layer (quality 6)
+        other = Container.from_bytes(tiny_codec.encode(image, quality=6, human_quality=4))
+        assert other.layer("machine").payload != machine.payload
+        human = Layer("human", human.quality, other.layer("human").payload)
+    bad = Container(width, height, good.model_name, good.model_hash, good.m, (machine, human))
+    layers = ("human",) if edit == "human-from-another-file" else ("machine", "human")
+    for layer in layers:
+        with pytest.raises(FormatError, match="not coded for this file"):
+            tiny_codec.decode(bad.to_bytes(), layer)
