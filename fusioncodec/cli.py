@@ -133,6 +133,31 @@ class FcodecGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(sorted(rows))
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """click's main, with one-line usage errors (exit 2) and exit 130 on Ctrl-C."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
+            if isinstance(exc, no_args) and exc.ctx is not None:
+                click.echo(exc.ctx.get_help())  # a bare command shows its help
+                sys.exit(exc.exit_code)
+            where = exc.ctx.command_path if exc.ctx else "fcodec"
+            message = one_line(exc.format_message())
+            click.echo(f"fcodec: error: {message} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C (outputs are written atomically: nothing half-written)
+            click.echo("fcodec: interrupted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(N) returns N here
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -291,6 +316,11 @@ def plan_outputs(
         directory = Path(output)
         if directory.exists() and not directory.is_dir():
             raise CliError(f"{_show(output)}: not a directory (several inputs need -o DIR)")
+        if not directory.exists() and directory.suffix and not output.endswith(("/", os.sep)):
+            raise CliError(
+                f"{_show(output)} names a file, but several inputs need -o DIR "
+                f"(write {_show(output)}/ to make a directory of that name)"
+            )
         if STDIO in inputs:
             raise CliError("reading stdin needs -o FILE (or -o - for stdout), not a directory")
 

@@ -477,3 +477,48 @@ def test_no_traceback_in_real_process(work: Path) -> None:
         ).stderr
     )
     assert not (work / "photo.fcb").exists() and not (work / "e.fcb").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["encode", "--bogus", "x.png"], "No such option '--bogus'"),
+        (["encode", "-q", "abc", "x.png"], "'abc' is not a valid float"),
+        (["decode"], "Missing argument"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line(args: list[str], needle: str) -> None:
+    res = run(args)
+    line = assert_one_line_error(res, needle, code=2)
+    assert "--help" in line and "Usage:" not in res.output
+
+
+def test_ctrl_c_exits_130_and_leaves_no_partial_output(
+    work: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fusioncodec.codec import Codec
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Codec, "encode", interrupted)
+    out = work / "interrupted.fcb"
+    res = run(["encode", work / "b.png", "-o", out], tiny_weights)
+    assert res.exit_code == 130 and "interrupted" in res.stderr
+    assert not out.exists() and not list(work.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize("command, name", [("encode", "single.fcb"), ("decode", "single.png")])
+def test_several_inputs_with_an_output_file_name_is_an_error(
+    data: Path, tmp_path: Path, tiny_weights: Path, command: str, name: str
+) -> None:
+    inputs = [data / "a.png", data / "b.png"] if command == "encode" else [data / "a.fcb"] * 2
+    if command == "decode":
+        shutil.copy(data / "a.fcb", tmp_path / "x.fcb")
+        inputs = [data / "a.fcb", tmp_path / "x.fcb"]
+    res = run([command, *inputs, "-o", tmp_path / name], tiny_weights)
+    assert_one_line_error(res, "names a file, but several inputs need -o DIR")
+    assert not (tmp_path / name).exists()
+    ok(run([command, *inputs, "-o", f"{tmp_path / name}/"], tiny_weights))  # explicit directory
+    assert (tmp_path / name).is_dir()
