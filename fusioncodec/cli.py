@@ -510,6 +510,7 @@ def codec_loader(
 
         return fusioncodec.load(weights, device)
 
+    _check_qualities_early(weights, "scalable", qualities)
     return _checked_loader(load, weights, qualities)
 
 
@@ -524,7 +525,25 @@ def baseline_loader(
 
         return SingleLayerRunner(load(weights, "baseline"), device)
 
+    _check_qualities_early(weights, "baseline", qualities)
     return _checked_loader(load, weights, qualities)
+
+
+def _check_qualities_early(weights: str | None, kind: str, qualities: Sequence[float]) -> None:
+    """Check qualities against the model card's level count (its header only), so a bad
+    quality fails before the model is loaded."""
+    if not qualities:
+        return
+    from fusioncodec.weights import WeightsError, default_weights, read_card
+
+    try:
+        card = read_card(Path(weights) if weights else default_weights(kind))
+    except WeightsError:
+        return  # the loader reports it, with the same message
+    levels = card["config"].get("levels", 8)
+    for q in qualities:
+        if not 1 <= q <= levels:
+            raise CliError(f"quality must be between 1 and {levels}, got {q}")
 
 
 def _checked_loader(
@@ -659,6 +678,8 @@ def encode(
 
     Without -o, IMAGE's output is <stem>.fcb beside it; with -o DIR, DIR/<stem>.fcb.
     """
+    if human_quality is not None and "human" not in layers:
+        raise CliError("--human-quality sets the human layer, which --layers machine leaves out")
     human_quality = quality if human_quality is None else human_quality
     checked = [quality, human_quality] if "human" in layers else [quality]
     for q in checked:

@@ -522,3 +522,24 @@ def test_several_inputs_with_an_output_file_name_is_an_error(
     assert not (tmp_path / name).exists()
     ok(run([command, *inputs, "-o", f"{tmp_path / name}/"], tiny_weights))  # explicit directory
     assert (tmp_path / name).is_dir()
+
+
+def test_quality_above_the_model_range_fails_before_loading_it(
+    work: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fusioncodec
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the quality was checked")
+
+    monkeypatch.setattr(fusioncodec, "load", never)
+    res = run(["encode", work / "b.png", "-q", "9"], tiny_weights)
+    assert_one_line_error(res, "quality must be between 1 and 8, got 9")
+    res = run(["encode", work / "b.png", "--human-quality", "8.5"], tiny_weights)
+    assert_one_line_error(res, "between 1 and 8, got 8.5")
+
+
+def test_human_quality_without_the_human_layer_is_refused(work: Path, tiny_weights: Path) -> None:
+    args = ["encode", work / "b.png", "--layers", "machine", "--human-quality", "3"]
+    res = run(args, tiny_weights)
+    assert_one_line_error(res, "--human-quality sets the human layer")
