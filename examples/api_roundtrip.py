@@ -1,6 +1,6 @@
 """Encode an image once, then decode what machines see and what people see.
 
-python examples/api_roundtrip.py ../shared/data/kodak/kodim23.png
+python examples/api_roundtrip.py examples/kodim23.png     # outputs in demo/
 """
 
 import sys
@@ -8,14 +8,16 @@ from pathlib import Path
 
 import fusioncodec
 
-source = Path(sys.argv[1])
+source = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/kodim23.png")
+out = Path("demo")
+out.mkdir(exist_ok=True)
 data = fusioncodec.encode(source, quality=4)  # both layers, default shipped weights
-Path(source.stem + ".fcb").write_bytes(data)
+(out / f"{source.stem}.fcb").write_bytes(data)
 container = fusioncodec.Container.from_bytes(data)
 for kind in container.kinds:
     size = len(container.layer(kind).payload)
     print(
         f"{kind:8s} layer: {size} bytes, {8 * size / (container.width * container.height):.3f} bpp"
     )
-fusioncodec.decode(data, layer="machine").save(source.stem + "-machine.png")
-fusioncodec.decode(data, layer="human").save(source.stem + "-human.png")
+fusioncodec.decode(data, layer="machine").save(out / f"{source.stem}-machine.png")
+fusioncodec.decode(data, layer="human").save(out / f"{source.stem}-human.png")
