@@ -10,6 +10,8 @@ decoded into a picture for people)::
     seen_by_people = fusioncodec.decode(data, layer="human")
 
 Heavy modules (torch, the models) load on first use, so importing this package is cheap.
+Importing it registers a Pillow plugin (:mod:`fusioncodec.pillow`): ``Image.open("x.fcb")``
+decodes, ``image.save("x.fcb", quality=4)`` encodes.
 
 Errors (all ``ValueError`` subclasses of :class:`FusionCodecError`, one-line messages; see
 :mod:`fusioncodec.errors`): :class:`FormatError` for a damaged, foreign or unsupported file,
@@ -24,8 +26,11 @@ from functools import lru_cache
 from os import PathLike
 from typing import TYPE_CHECKING
 
+from fusioncodec import pillow as _pillow
 from fusioncodec.container import Container
 from fusioncodec.errors import ArgumentError, FormatError, FusionCodecError, WeightsError
+
+_pillow.register()  # Image.open("x.fcb") and image.save("x.fcb") work after import fusioncodec
 
 if TYPE_CHECKING:
     from PIL import Image
