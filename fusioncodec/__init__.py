@@ -66,8 +66,11 @@ def _cached(weights: str | None, device: str) -> Codec:
 def _open(image: Image.Image | str | PathLike) -> Image.Image:
     from PIL import Image
 
+    from fusioncodec.image import enable_optional_formats
+
     if isinstance(image, Image.Image):
         return image
+    enable_optional_formats()
     with Image.open(image) as im:
         im.load()
         return im

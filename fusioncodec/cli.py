@@ -572,6 +572,9 @@ def open_image(data: bytes, name: str) -> Image.Image:
     """Decode image bytes with Pillow, fully (truncated files fail here), as a FileError."""
     from PIL import Image, UnidentifiedImageError
 
+    from fusioncodec.image import enable_optional_formats
+
+    enable_optional_formats()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

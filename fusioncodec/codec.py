@@ -25,7 +25,7 @@ from fusioncodec.coding import RangeDecoder, RangeEncoder
 from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
-from fusioncodec.image import padded, to_image, to_tensor
+from fusioncodec.image import padded, to_image, to_tensor, upright_srgb
 from fusioncodec.nets import STRIDE, ScalableCodec
 from fusioncodec.nets.latent import SliceLatentCodec
 from fusioncodec.weights import LoadedModel, WeightsError, load
@@ -201,6 +201,8 @@ class Codec:
         quality = self._quality(quality)
         human_quality = self._quality(human_quality, "human_quality")
         q_machine, q_human = self._q(quality), self._q(human_quality)
+        check_size(*image.size)
+        image = upright_srgb(image)
         width, height = image.size
         check_size(width, height)
         m = self.model.config.m
@@ -315,6 +317,7 @@ class SingleLayerRunner:
     def encode(self, image: Image.Image, quality: float) -> bytes:
         q = level_position(checked_quality(quality, self.levels), self.device)
         check_size(*image.size)
+        image = upright_srgb(image)
         x = _as_layout(to_tensor(image, self.device))
         payload, _ = encode_payload(self.model.latent, self.model.g_a(x), q)
         return payload

@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+import functools
+import io
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 
 from fusioncodec.nets import STRIDE
+
+
+@functools.cache
+def enable_optional_formats() -> bool:
+    """Let Pillow open HEIC/HEIF through pillow-heif when it is installed (AVIF is Pillow's
+    own); returns whether it is."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+_SRGB = ImageCms.createProfile("sRGB")
+_CMS_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "L": "RGB"}
+
+
+def upright_srgb(image: Image.Image) -> Image.Image:
+    """The picture as a viewer shows it: EXIF orientation applied, and colours converted
+    from an embedded ICC profile to sRGB (what the codec codes and decodes).  A profile
+    LittleCMS cannot use leaves the colours as they are."""
+    image = ImageOps.exif_transpose(image) or image
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in _CMS_MODES:
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        converted = ImageCms.profileToProfile(
+            image, source, _SRGB, outputMode=_CMS_MODES[image.mode]
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
+    return converted if converted is not None else image
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

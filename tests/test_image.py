@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 
-from fusioncodec.image import padded, to_image, to_rgb_array, to_tensor
+from fusioncodec.image import padded, to_image, to_rgb_array, to_tensor, upright_srgb
 from fusioncodec.nets import STRIDE
 
 SIZES = [(1, 1), (1, 200), (200, 1), (63, 65), (129, 64)]  # (width, height)
@@ -220,3 +222,56 @@ def test_codec_treats_modes_like_their_rgb_rendering(tiny_codec):
         assert data == tiny_codec.encode(
             Image.fromarray(shown, "RGB"), layers=("machine",), quality=3
         )
+
+
+# -- what a viewer shows: EXIF orientation, ICC colours, HEIC -------------------------------
+
+
+def test_exif_orientation_is_applied(tiny_codec):
+    """An Orientation=6 JPEG (stored sideways) is coded upright, as viewers show it."""
+    stored = Image.new("RGB", (60, 40), (200, 30, 30))
+    stored.paste((20, 20, 220), (0, 0, 30, 40))  # left half blue as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif, quality=95)
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    data = tiny_codec.encode(image)
+    container = tiny_codec.parse(data)
+    assert (container.width, container.height) == (40, 60)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue())))
+    assert data == tiny_codec.encode(upright)
+
+
+def test_icc_profile_is_converted_to_srgb(tiny_codec, shared):
+    """Adobe RGB pixels are converted to sRGB before coding (not read as if sRGB)."""
+    path = shared / "data" / "train" / "coco_mini" / "images" / "000000159269.jpg"
+    if not path.exists():
+        pytest.skip("no Adobe RGB sample in the shared data")
+    image = Image.open(path).crop((0, 0, 96, 80))
+    image.info["icc_profile"] = Image.open(path).info["icc_profile"]
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+    assert "Adobe RGB" in ImageCms.getProfileDescription(profile)
+    srgb = ImageCms.profileToProfile(image, profile, ImageCms.createProfile("sRGB"))
+    converted = np.asarray(upright_srgb(image))
+    assert np.array_equal(converted, np.asarray(srgb))
+    assert np.abs(converted.astype(int) - np.asarray(image).astype(int)).max() > 10
+    assert tiny_codec.encode(image) == tiny_codec.encode(srgb)  # what the codec codes
+
+
+def test_heic_input_is_readable_when_pillow_heif_is_installed(tmp_path, tiny_weights):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from click.testing import CliRunner
+
+    from fusioncodec.cli import cli
+
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "photo.heic"
+    try:
+        Image.new("RGB", (64, 48), (10, 120, 240)).save(path, quality=90)
+    except (OSError, ValueError, KeyError) as exc:
+        pytest.skip(f"this libheif cannot write HEIC ({exc})")
+    env = {"FUSIONCODEC_WEIGHTS": str(tiny_weights)}
+    result = CliRunner().invoke(cli, ["encode", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "photo.fcb").exists()
