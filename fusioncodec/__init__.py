@@ -35,7 +35,7 @@ _pillow.register()  # Image.open("x.fcb") and image.save("x.fcb") work after imp
 if TYPE_CHECKING:
     from PIL import Image
 
-    from fusioncodec.codec import Codec
+    from fusioncodec.codec import Codec, FcbSource, ImageSource
 
 __version__ = "0.2.0"
 __all__ = [
@@ -52,7 +52,12 @@ __all__ = [
 
 
 def load(weights: str | PathLike | None = None, device: str = "auto") -> Codec:
-    """Load a scalable codec from a weight file (default: the shipped weights)."""
+    """The scalable codec of a weight file (default: the shipped weights) on ``device``
+    (``"cpu"``, ``"cuda"`` or ``"auto"``); loaded once per (weights, device) and cached.
+
+    Raises :class:`WeightsError` (missing or invalid weights) or :class:`ArgumentError`
+    (unknown or unavailable device).
+    """
     return _cached(None if weights is None else str(weights), device)
 
 
@@ -63,36 +68,30 @@ def _cached(weights: str | None, device: str) -> Codec:
     return Codec.from_file(weights, device)
 
 
-def _open(image: Image.Image | str | PathLike) -> Image.Image:
-    from PIL import Image
-
-    from fusioncodec.image import enable_optional_formats
-
-    if isinstance(image, Image.Image):
-        return image
-    enable_optional_formats()
-    with Image.open(image) as im:
-        im.load()
-        return im
-
-
 def encode(
-    image: Image.Image | str | PathLike,
+    image: ImageSource,
     layers: Sequence[str] = ("machine", "human"),
     quality: float = 4.0,
     human_quality: float | None = None,
     weights: str | PathLike | None = None,
     device: str = "auto",
 ) -> bytes:
-    """Encode an image (PIL image or path) into ``.fcb`` bytes."""
-    return load(weights, device).encode(_open(image), layers, quality, human_quality)
+    """Encode a picture (PIL image, path, image bytes or binary file) into ``.fcb`` bytes.
+
+    See :meth:`fusioncodec.codec.Codec.encode` for the arguments and errors.
+    """
+    return load(weights, device).encode(image, layers, quality, human_quality)
 
 
 def decode(
-    data: bytes,
+    data: FcbSource,
     layer: str = "human",
     weights: str | PathLike | None = None,
     device: str = "auto",
 ) -> Image.Image:
-    """Decode the ``machine`` or ``human`` layer of ``.fcb`` bytes into an RGB image."""
+    """Decode the ``"machine"`` or ``"human"`` layer of an ``.fcb`` file (bytes, path or
+    binary file) into an 8-bit sRGB PIL image.
+
+    See :meth:`fusioncodec.codec.Codec.decode` for the errors.
+    """
     return load(weights, device).decode(data, layer)

@@ -220,13 +220,16 @@ def force_option(f: F) -> F:
     )(f)
 
 
-def json_option(f: F) -> F:
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help="Print results as JSON lines on stdout (refused with -o -).",
-    )(f)
+def json_option(f: F = None, *, with_output: bool = True) -> Any:  # type: ignore[assignment]
+    """``--json``; commands that write data to ``-o -`` refuse the two together."""
+    note = " (refused with -o -)" if with_output else ""
+
+    def add(g: F) -> F:
+        return click.option(
+            "--json", "as_json", is_flag=True, help=f"Print results as JSON lines on stdout{note}."
+        )(g)
+
+    return add(f) if f is not None else add
 
 
 def progress_option(f: F) -> F:
@@ -242,7 +245,8 @@ def output_option(f: F) -> F:
         "-o",
         "--output",
         metavar="PATH",
-        help="Output file, - for stdout, or a directory (required for several inputs).",
+        help="Output file, - for stdout, or a directory (DIR/ or an existing one). Default: "
+        "beside each input.",
     )(f)
 
 
@@ -795,7 +799,7 @@ def decode(
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE.fcb...")
-@json_option
+@json_option(with_output=False)
 def info(inputs: tuple[str, ...], as_json: bool) -> None:
     """Show size, layers, bytes and bits per pixel, and model of .fcb files (no torch)."""
     failed = 0

@@ -12,10 +12,13 @@ pixels may differ by a grey level between devices; see docs/FORMAT.md.
 
 from __future__ import annotations
 
+import io
+import os
 import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -53,6 +56,39 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ArgumentError("device 'cuda' asked for, but torch sees no CUDA device")
     return torch.device(device)
+
+
+ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
+"""A picture: a PIL image, a path, encoded image bytes (PNG, JPEG, ...) or a binary file."""
+FcbSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO | Container
+"""An ``.fcb`` file: its bytes, a path, a binary file object or a parsed :class:`Container`."""
+
+
+def read_image(source: ImageSource) -> Image.Image:
+    """The picture ``source`` stands for, fully read (Pillow's errors pass through)."""
+    from fusioncodec.image import enable_optional_formats
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    elif not isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
+        return source  # a PIL image (or an object that behaves as one)
+    enable_optional_formats()
+    with Image.open(source) as image:
+        image.load()
+        return image
+
+
+def read_fcb(source: FcbSource) -> bytes | Container:
+    """The bytes (or container) of an ``.fcb`` file given as bytes, path or file object."""
+    if isinstance(source, (Container, bytes)):
+        return source
+    if isinstance(source, (bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).read_bytes()
+    if hasattr(source, "read"):
+        return source.read()
+    raise ArgumentError(f"not an .fcb source: {type(source).__name__} (bytes, path or file)")
 
 
 def checked_quality(quality: float, levels: int, what: str = "quality") -> float:
@@ -185,12 +221,20 @@ class Codec:
     @torch.no_grad()
     def encode(
         self,
-        image: Image.Image,
+        image: ImageSource,
         layers: Sequence[str] = LAYER_KINDS,
         quality: float = DEFAULT_QUALITY,
         human_quality: float | None = None,
     ) -> bytes:
-        """Code ``image`` into ``.fcb`` bytes: the machine layer and, optionally, the human one."""
+        """Code ``image`` into ``.fcb`` bytes.
+
+        ``image``: a PIL image, a path, encoded image bytes or a binary file (any mode and
+        size up to 40 MP; EXIF orientation and ICC colours applied).  ``layers``:
+        ``("machine",)`` or ``("machine", "human")``.  ``quality`` (machine layer) and
+        ``human_quality`` (default: ``quality``) are continuous in ``1..8``; higher is
+        better and larger.  Raises :class:`ArgumentError` for an argument out of range
+        (before any work) and Pillow's errors for an unreadable image.
+        """
         layers = (layers,) if isinstance(layers, str) else tuple(layers)
         if layers not in (("machine",), ("machine", "human")):
             raise ArgumentError(
@@ -201,6 +245,7 @@ class Codec:
         quality = self._quality(quality)
         human_quality = self._quality(human_quality, "human_quality")
         q_machine, q_human = self._q(quality), self._q(human_quality)
+        image = read_image(image)
         check_size(*image.size)
         image = upright_srgb(image)
         width, height = image.size
@@ -282,14 +327,16 @@ class Codec:
         return self.model.human.fusion(y_machine, y_add)
 
     @torch.no_grad()
-    def decode(self, data: bytes | Container, layer: str = "human") -> Image.Image:
-        """Decode the machine or human layer of ``.fcb`` bytes into an RGB image.
+    def decode(self, data: FcbSource, layer: str = "human") -> Image.Image:
+        """Decode the ``"machine"`` or ``"human"`` layer of an ``.fcb`` file (bytes, path,
+        binary file or :class:`Container`) into an 8-bit sRGB image of the coded size.
 
-        Raises :class:`FormatError` for a damaged, unsupported or foreign file and
-        :class:`ArgumentError` for a bad ``layer``.
+        Raises :class:`FormatError` for a damaged, unsupported or foreign file (made with
+        other weights), :class:`ArgumentError` for a bad ``layer``.
         """
         if layer not in LAYER_KINDS:
             raise ArgumentError(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
+        data = read_fcb(data)
         container = self.check(data) if isinstance(data, Container) else self.parse(data)
         y = self.decode_latent(container, layer)
         synthesis = self.model.machine.g_s if layer == "machine" else self.model.human.g_s

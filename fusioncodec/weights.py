@@ -161,8 +161,8 @@ def load(
     path = Path(path) if path is not None else default_weights(kind)
     if not path.exists():
         raise WeightsError(
-            f"weights not found: {path} (pass --weights PATH, or set FUSIONCODEC_WEIGHTS "
-            "or FUSIONCODEC_MODELS)"
+            f"weights not found: {path} (give a weight file, e.g. --weights PATH or "
+            "weights=PATH, or set FUSIONCODEC_MODELS to the folder of the shipped ones)"
         )
     card = read_card(path)
     try:

@@ -543,3 +543,12 @@ def test_human_quality_without_the_human_layer_is_refused(work: Path, tiny_weigh
     args = ["encode", work / "b.png", "--layers", "machine", "--human-quality", "3"]
     res = run(args, tiny_weights)
     assert_one_line_error(res, "--human-quality sets the human layer")
+
+
+def test_help_texts_match_the_options() -> None:
+    info = run(["info", "--help"]).output
+    assert "-o -" not in info  # info has no -o
+    for command in ("encode", "decode"):
+        text = " ".join(run([command, "--help"]).output.split())
+        assert "required for several inputs" not in text  # outputs go beside the inputs
+        assert "Default: beside each input" in text

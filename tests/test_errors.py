@@ -104,3 +104,38 @@ def test_baseline_runner_checks_quality(tiny_baseline_weights, image):
     runner = SingleLayerRunner(load(tiny_baseline_weights), "cpu")
     with pytest.raises(ArgumentError, match="quality must be between 1 and 8"):
         runner.encode(image, 12)
+
+
+def test_api_takes_paths_bytes_files_and_images(tiny_codec, tiny_weights, image, tmp_path):
+    """encode: PIL image, path, image bytes, file object; decode: bytes, path, file object."""
+    import io
+
+    png = tmp_path / "x.png"
+    image.save(png)
+    reference = tiny_codec.encode(image)
+    assert tiny_codec.encode(png) == reference
+    assert tiny_codec.encode(str(png)) == reference
+    assert tiny_codec.encode(png.read_bytes()) == reference
+    with open(png, "rb") as f:
+        assert tiny_codec.encode(f) == reference
+    fcb = tmp_path / "x.fcb"
+    fcb.write_bytes(reference)
+    pixels = tiny_codec.decode(reference).tobytes()
+    assert tiny_codec.decode(fcb).tobytes() == pixels
+    assert tiny_codec.decode(io.BytesIO(reference)).tobytes() == pixels
+    assert tiny_codec.decode(bytearray(reference)).tobytes() == pixels
+    assert fusioncodec.decode(fcb, weights=tiny_weights, device="cpu").tobytes() == pixels
+    with pytest.raises(ArgumentError, match="not an .fcb source"):
+        tiny_codec.decode(12345)
+
+
+def test_api_messages_are_worded_for_python(tmp_path):
+    with pytest.raises(WeightsError) as info:
+        fusioncodec.load(tmp_path / "none.safetensors", "cpu")
+    assert "weights=PATH" in str(info.value)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ArgumentError, match="device 'cuda' asked for") as info:
+            fusioncodec.load(None, "cuda")
+        assert "--device" not in str(info.value)
