@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -218,6 +219,44 @@ def force_option(f: F) -> F:
     return click.option(
         "--force", "-f", is_flag=True, help="Overwrite existing outputs (never an input)."
     )(f)
+
+
+def verbosity_options(f: F) -> F:
+    """``--quiet`` (errors only) and ``-v/--verbose`` (each file's result and time)."""
+
+    def level(value: int) -> Callable[[click.Context, click.Parameter, bool], None]:
+        def remember(ctx: click.Context, param: click.Parameter, given: bool) -> None:
+            if given:
+                ctx.meta["fcodec.verbosity"] = value
+
+        return remember
+
+    f = click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=level(2),
+        help="Also print each file's result and time.",
+    )(f)
+    return click.option(
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=level(0),
+        help="Print errors only (no summary, no progress bar).",
+    )(f)
+
+
+def _verbosity() -> int:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("fcodec.verbosity", 1) if ctx is not None else 1
+
+
+def _note(message: str) -> None:
+    """A report line on stderr, unless --quiet."""
+    if _verbosity() >= 1:
+        click.echo(message, err=True)
 
 
 def json_option(f: F = None, *, with_output: bool = True) -> Any:  # type: ignore[assignment]
@@ -448,13 +487,18 @@ def run_jobs(
     from tqdm import tqdm
 
     show = progress if progress is not None else len(jobs) > 1 and sys.stderr.isatty()
+    show = show and _verbosity() >= 1
     results: list[dict[str, Any]] = []
     with tqdm(
         total=len(jobs), file=sys.stderr, disable=not show, unit="file", desc=desc, leave=False
     ) as bar:
         for job in jobs:
+            start = time.perf_counter()
             try:
                 result = {"input": job.name, "output": job.out_name, "ok": True, **work(job)}
+                if _verbosity() >= 2:
+                    seconds = time.perf_counter() - start
+                    _echo_err(f"{job.name} -> {job.out_name}: done in {seconds:.2f} s", bar)
             except FileError as exc:
                 if len(jobs) == 1 and not as_json:
                     raise
@@ -669,6 +713,7 @@ def container_stats(container: Container) -> dict[str, Any]:
 @force_option
 @json_option
 @progress_option
+@verbosity_options
 def encode(
     inputs: tuple[str, ...],
     output: str | None,
@@ -716,16 +761,15 @@ def encode(
     elif len(jobs) == 1:
         r = done[0]
         per_layer = ", ".join(f"{x['kind']} {x['bpp']:.3f} bpp" for x in r["layers"])
-        click.echo(
+        _note(
             f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {_size(r['bytes'])}, "
-            f"{r['bpp']:.3f} bpp ({per_layer})",
-            err=True,
+            f"{r['bpp']:.3f} bpp ({per_layer})"
         )
     else:
         line = f"encoded {_plural(len(done), 'file')}"
         if done:
             line += f", {_size(n_bytes)}, {bpp:.2f} bpp avg"
-        click.echo(line + (f", {failed} failed" if failed else ""), err=True)
+        _note(line + (f", {failed} failed" if failed else ""))
     _finish(failed)
 
 
@@ -744,6 +788,7 @@ def encode(
 @force_option
 @json_option
 @progress_option
+@verbosity_options
 def decode(
     inputs: tuple[str, ...],
     output: str | None,
@@ -788,12 +833,10 @@ def decode(
         click.echo(json.dumps({"summary": "decode", "files": done, "failed": failed}))
     elif len(jobs) == 1:
         r = results[0]
-        click.echo(
-            f"{r['input']} -> {r['output']}: {layer} layer, {r['width']}x{r['height']}", err=True
-        )
+        _note(f"{r['input']} -> {r['output']}: {layer} layer, {r['width']}x{r['height']}")
     else:
         line = f"decoded {_plural(done, 'file')} ({layer} layer)"
-        click.echo(line + (f", {failed} failed" if failed else ""), err=True)
+        _note(line + (f", {failed} failed" if failed else ""))
     _finish(failed)
 
 
@@ -842,6 +885,7 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
 )
 @force_option
 @json_option
+@verbosity_options
 def strip(source: str, output: str, force: bool, as_json: bool) -> None:
     """Drop the human layer without re-encoding; machine-layer bytes stay identical (no torch)."""
     (job,) = plan_outputs([source], output, lambda stem: f"{stem}.fcb", as_json=as_json)
@@ -865,16 +909,12 @@ def strip(source: str, output: str, force: bool, as_json: bool) -> None:
         }
         click.echo(json.dumps(result))
     elif had_human:
-        click.echo(
+        _note(
             f"{job.name} -> {job.out_name}: dropped the human layer, "
-            f"{len(data)} -> {len(stripped)} bytes ({_bpp(len(stripped), pixels):.3f} bpp)",
-            err=True,
+            f"{len(data)} -> {len(stripped)} bytes ({_bpp(len(stripped), pixels):.3f} bpp)"
         )
     else:
-        click.echo(
-            f"fcodec: {job.name} has no human layer; written unchanged to {job.out_name}",
-            err=True,
-        )
+        _note(f"fcodec: {job.name} has no human layer; written unchanged to {job.out_name}")
 
 
 # --------------------------------------------------------------------------- training

@@ -552,3 +552,19 @@ def test_help_texts_match_the_options() -> None:
         text = " ".join(run([command, "--help"]).output.split())
         assert "required for several inputs" not in text  # outputs go beside the inputs
         assert "Default: beside each input" in text
+
+
+def test_quiet_prints_errors_only_and_verbose_each_file(
+    work: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "q"
+    res = ok(run(["encode", "--quiet", work / "b.png", "-o", f"{out}/"], tiny_weights))
+    assert res.stderr == "" and (out / "b.fcb").exists()
+    res = run(["encode", "--quiet", work / "b.png", tmp_path / "missing.png", "-o", f"{out}/",
+               "-f"], tiny_weights)  # fmt: skip
+    assert res.exit_code == 1 and res.stderr.count("fcodec: error:") == 1
+    assert len(res.stderr.splitlines()) == 1
+    res = ok(run(["decode", "-v", out / "b.fcb", "-o", f"{tmp_path / 'd'}/"], tiny_weights))
+    assert "done in" in res.stderr and "decoded" not in res.stderr.splitlines()[0]
+    res = ok(run(["strip", "--quiet", out / "b.fcb", "-o", tmp_path / "s.fcb"]))
+    assert res.stderr == ""
