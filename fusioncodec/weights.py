@@ -32,9 +32,10 @@ DEFAULT_NAME = "fusioncodec-default"
 
 
 def models_dir() -> Path:
-    """Where shipped weights live: ``$FUSIONCODEC_MODELS`` or ``models/`` beside the package."""
+    """Where shipped weights live: ``$FUSIONCODEC_MODELS`` or the package's ``models/`` folder
+    (installed with it as package data)."""
     env = os.environ.get("FUSIONCODEC_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+    return Path(env) if env else Path(__file__).resolve().parent / "models"
 
 
 def default_weights(kind: str = "scalable") -> Path:

@@ -2,7 +2,7 @@
 # Train the three comparison models side by side on a lent GPU machine (one GPU, 16 cores).
 #   scripts/gpu_session.sh start MINUTES   install wheels, launch the runs detached, wait
 #   scripts/gpu_session.sh finetune MINUTES [SECONDS]  one joint run from the shipped
-#                                           two-layer weights (carried in models/) instead
+#                                           two-layer weights (carried in fusioncodec/models/) instead
 #   scripts/gpu_session.sh wait SECONDS    report progress after SECONDS
 #   scripts/gpu_session.sh snapshot RUN...  latest checkpoints of RUNs to $OUT (runs go on)
 #   scripts/gpu_session.sh collect RUN...  wait for RUNs to end; their weights and logs to $OUT
@@ -49,7 +49,7 @@ data=(--data cache/devdata/train --masks cache/devdata/train --val cache/devdata
 case "$1" in
 finetune)
   install
-  launch a joint-ft joint --init models/fusioncodec-default.safetensors --lr 1e-4 \
+  launch a joint-ft joint --init fusioncodec/models/fusioncodec-default.safetensors --lr 1e-4 \
     --decay-at 0.85 --minutes "$2" --threads 8
   report "${3:-0}"
   ;;
