@@ -132,6 +132,13 @@ def _code_binding(coder: RangeEncoder, binding: int) -> None:
     coder.encode(np.array([binding & 0xFFFF, binding >> 16], dtype=np.int32), _BINDING_MODEL)
 
 
+def latent_check(y_hat: torch.Tensor) -> int:
+    """CRC-32 of the decoded latent's float32 bytes (little-endian, NCHW), which are the same
+    on every device: the value that ends every payload."""
+    array = np.ascontiguousarray(y_hat.detach().cpu().numpy(), dtype="<f4")
+    return zlib.crc32(array.tobytes())
+
+
 def encode_payload(
     latent: SliceLatentCodec,
     y: torch.Tensor,
@@ -139,12 +146,13 @@ def encode_payload(
     context: torch.Tensor | None = None,
     binding: int | None = None,
 ) -> tuple[bytes, torch.Tensor]:
-    """One layer's range-coder stream (``binding`` first, if given) and the decoder's
-    exact reconstruction of the latent."""
+    """One layer's range-coder stream (``binding`` first, if given; the latent's check
+    value last) and the decoder's exact reconstruction of the latent."""
     encoder = RangeEncoder()
     if binding is not None:
         _code_binding(encoder, binding)
     y_hat = latent.compress(y, q, encoder, context)
+    _code_binding(encoder, latent_check(y_hat))
     return encoder.get_compressed().astype("<u4").tobytes(), y_hat
 
 
@@ -178,6 +186,11 @@ def _decode_latent(
                 )
             _code_binding(echo, binding)
         y = latent.decompress(decoder, z_shape, q, device, context, echo=echo, words=len(words))
+        low, high = decoder.decode(_BINDING_MODEL, 2)
+        check = latent_check(y)
+        if int(low) | int(high) << 16 != check:
+            raise FormatError("corrupted layer payload (the decoded latent fails its check)")
+        _code_binding(echo, check)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise FormatError(f"corrupted layer payload ({exc})") from None
     if not np.array_equal(echo.get_compressed(), words):

@@ -60,6 +60,9 @@ def encoder_side(codec: Codec, image: Image.Image, quality: float, human_quality
     y_machine = model.machine.latent.compress(
         model.machine.g_a(x), q_tensor(quality), machine_encoder
     )
+    # ... and ends with the CRC-32 of the decoded latent's float32 bytes
+    check = zlib.crc32(y_machine.numpy().astype("<f4").tobytes())
+    machine_encoder.encode(np.array([check & 0xFFFF, check >> 16], np.int32), Uniform(65536))
     machine_payload = machine_encoder.get_compressed().astype("<u4").tobytes()
     fields = struct.pack("<BfHHB", 1, human_quality, width, height, model.config.m)
     binding = zlib.crc32(fields + machine_payload)
@@ -70,6 +73,8 @@ def encoder_side(codec: Codec, image: Image.Image, quality: float, human_quality
         human_encoder,
         model.additional.context(y_machine),
     )
+    check = zlib.crc32(y_add.numpy().astype("<f4").tobytes())
+    human_encoder.encode(np.array([check & 0xFFFF, check >> 16], np.int32), Uniform(65536))
     return {
         "y_machine": y_machine,
         "y_human": model.human.fusion(y_machine, y_add),
