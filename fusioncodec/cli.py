@@ -231,21 +231,14 @@ def verbosity_options(f: F) -> F:
 
         return remember
 
-    f = click.option(
-        "-v",
-        "--verbose",
-        is_flag=True,
-        expose_value=False,
-        callback=level(2),
-        help="Also print each file's result and time.",
-    )(f)
-    return click.option(
-        "--quiet",
-        is_flag=True,
-        expose_value=False,
-        callback=level(0),
-        help="Print errors only (no summary, no progress bar).",
-    )(f)
+    for names, value, text in (
+        (("-v", "--verbose"), 2, "Also print each file's result and time."),
+        (("--quiet",), 0, "Print errors only (no summary, no progress bar)."),
+    ):
+        f = click.option(
+            *names, is_flag=True, expose_value=False, callback=level(value), help=text
+        )(f)
+    return f
 
 
 def _verbosity() -> int:
