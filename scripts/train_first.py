@@ -1,4 +1,4 @@
-"""Launch one first-weights training stage in the background (used in session 1)."""
+"""Launch one first-weights training stage in the background (how v1 was trained)."""
 
 import sys
 from pathlib import Path
