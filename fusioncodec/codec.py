@@ -173,6 +173,11 @@ def _decode_latent(
     """
     if len(payload) % 4:
         raise FormatError("corrupted layer payload (length is not a whole number of words)")
+    if 8 * len(payload) < latent.min_payload_bits(z_shape):
+        raise FormatError(
+            f"corrupted layer payload ({len(payload)} bytes cannot hold a picture of the size "
+            "in the header)"
+        )
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     echo = RangeEncoder()
     try:

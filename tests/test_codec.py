@@ -553,3 +553,22 @@ def test_a_payload_only_decodes_under_the_header_it_was_coded_for(tiny_codec, im
     for layer in layers:
         with pytest.raises(FormatError, match="not coded for this file"):
             tiny_codec.decode(bad.to_bytes(), layer)
+
+
+def test_a_payload_too_small_for_the_header_fails_before_decoding(tiny_codec, image, monkeypatch):
+    """Even with a binding made for the claimed size, a few bytes cannot hold a big picture:
+    refused from the entropy tables' lower bound, before anything is allocated."""
+    data = tiny_codec.encode(image, quality=1, layers=("machine",))
+    good = Container.from_bytes(data)
+    width, height = 8000, 5000
+    latent = tiny_codec.model.machine.latent
+    payload = good.layer("machine").payload
+    assert 8 * len(payload) < latent.min_payload_bits((height // 64 + 1, width // 64 + 1))
+    bad = Container(width, height, good.model_name, good.model_hash, good.m, good.layers)
+
+    def never(*args, **kwargs):
+        raise AssertionError("decoding started")
+
+    monkeypatch.setattr(type(latent), "decompress", never)
+    with pytest.raises(FormatError, match="cannot hold a picture of the size in the header"):
+        tiny_codec.decode(bad.to_bytes(), "machine")

@@ -202,6 +202,20 @@ class SliceLatentCodec(nn.Module):
             )
         return self._tables
 
+    def min_payload_bits(self, z_shape: tuple[int, int]) -> float:
+        """A lower bound on any payload's size for a hyper-latent of ``z_shape``: each z
+        symbol costs at least ``-log2`` of its table's largest probability.  A shorter
+        payload cannot be valid, so the decoder refuses it before allocating anything."""
+        eb = self.entropy_bottleneck
+        cdf, length = eb._quantized_cdf, eb._cdf_length
+        cols = torch.arange(cdf.shape[1] - 1)[None, :]
+        steps = (cdf[:, 1:] - cdf[:, :-1]).where(cols < (length[:, None] - 1), 0)
+        largest = steps.amax(dim=1).double() / (1 << 16)
+        # Only tables whose top probability is clearly below 1 count: the coder's own
+        # quantisation of probabilities near 1 could make those symbols cheaper still.
+        bits = -torch.log2(largest[largest <= 0.99])
+        return 0.9 * float(bits.sum()) * z_shape[0] * z_shape[1]
+
     def _z_indexes(self, shape: torch.Size) -> np.ndarray:
         c = shape[1]
         return np.broadcast_to(np.arange(c)[:, None, None], (c, shape[2], shape[3])).ravel()
