@@ -581,7 +581,10 @@ def _check_qualities_early(weights: str | None, kind: str, qualities: Sequence[f
         card = read_card(Path(weights) if weights else default_weights(kind))
     except WeightsError:
         return  # the loader reports it, with the same message
-    levels = card["config"].get("levels", 8)
+    _check_qualities(qualities, card["config"].get("levels", 8))
+
+
+def _check_qualities(qualities: Sequence[float], levels: int) -> None:
     for q in qualities:
         if not 1 <= q <= levels:
             raise CliError(f"quality must be between 1 and {levels}, got {q}")
@@ -601,9 +604,7 @@ def _checked_loader(
                 raise CliError(str(exc)) from None
             source = _show(weights) if weights else "the default weights"
             raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
-        for q in qualities:
-            if not 1 <= q <= model.levels:
-                raise CliError(f"quality must be between 1 and {model.levels}, got {q}")
+        _check_qualities(qualities, model.levels)
         return model
 
     return get

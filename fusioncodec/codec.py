@@ -128,8 +128,14 @@ def layer_binding(
     return zlib.crc32(fields + machine_payload)
 
 
-def _code_binding(coder: RangeEncoder, binding: int) -> None:
-    coder.encode(np.array([binding & 0xFFFF, binding >> 16], dtype=np.int32), _BINDING_MODEL)
+def _write_word(coder: RangeEncoder, word: int) -> None:
+    """A 32-bit value as two uniform 16-bit symbols, low half first (binding, latent check)."""
+    coder.encode(np.array([word & 0xFFFF, word >> 16], dtype=np.int32), _BINDING_MODEL)
+
+
+def _read_word(decoder: RangeDecoder) -> int:
+    low, high = decoder.decode(_BINDING_MODEL, 2)
+    return int(low) | int(high) << 16
 
 
 def latent_check(y_hat: torch.Tensor) -> int:
@@ -150,9 +156,9 @@ def encode_payload(
     value last) and the decoder's exact reconstruction of the latent."""
     encoder = RangeEncoder()
     if binding is not None:
-        _code_binding(encoder, binding)
+        _write_word(encoder, binding)
     y_hat = latent.compress(y, q, encoder, context)
-    _code_binding(encoder, latent_check(y_hat))
+    _write_word(encoder, latent_check(y_hat))
     return encoder.get_compressed().astype("<u4").tobytes(), y_hat
 
 
@@ -183,19 +189,17 @@ def _decode_latent(
     try:
         decoder = RangeDecoder(words)
         if binding is not None:
-            low, high = decoder.decode(_BINDING_MODEL, 2)
-            if int(low) | int(high) << 16 != binding:
+            if _read_word(decoder) != binding:
                 raise FormatError(
                     "layer payload not coded for this file (its header's quality or size, or "
                     "the machine layer under it, differ from the encoder's)"
                 )
-            _code_binding(echo, binding)
+            _write_word(echo, binding)
         y = latent.decompress(decoder, z_shape, q, device, context, echo=echo, words=len(words))
-        low, high = decoder.decode(_BINDING_MODEL, 2)
         check = latent_check(y)
-        if int(low) | int(high) << 16 != check:
+        if _read_word(decoder) != check:
             raise FormatError("corrupted layer payload (the decoded latent fails its check)")
-        _code_binding(echo, check)
+        _write_word(echo, check)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise FormatError(f"corrupted layer payload ({exc})") from None
     if not np.array_equal(echo.get_compressed(), words):
@@ -267,7 +271,6 @@ class Codec:
         check_size(*image.size)
         image = upright_srgb(image)
         width, height = image.size
-        check_size(width, height)
         m = self.model.config.m
         x = _as_layout(to_tensor(image, self.device))
         machine, y_machine = encode_payload(

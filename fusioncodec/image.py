@@ -8,7 +8,7 @@ import io
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageCms, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageOps
 
 from fusioncodec.nets import STRIDE
 
@@ -33,7 +33,8 @@ def upright_srgb(image: Image.Image) -> Image.Image:
     """The picture as a viewer shows it: EXIF orientation applied, and colours converted
     from an embedded ICC profile to sRGB (what the codec codes and decodes).  A profile
     LittleCMS cannot use leaves the colours as they are."""
-    image = ImageOps.exif_transpose(image) or image
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image) or image
     icc = image.info.get("icc_profile")
     if not icc or image.mode not in _CMS_MODES:
         return image

@@ -59,6 +59,7 @@ class GainUnit(nn.Module):
         base = init_log_gain.reshape(levels, 1).expand(levels, channels).clone()
         self.log_gain = nn.Parameter(base)
         self.log_inverse = nn.Parameter(-base.clone())
+        self._inverse_cache: tuple | None = None  # (key of the table and quality, gains)
 
     @property
     def levels(self) -> int:
@@ -100,10 +101,10 @@ class GainUnit(nn.Module):
         Interpolation and ``exp`` run in 40-digit decimal arithmetic (correctly rounded),
         then each gain is rounded once to float64; no libm or device maths is involved.
         """
-        key = (float(q), self.log_inverse._version, self.log_inverse.device)
-        cached = getattr(self, "_inverse_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        table = self.log_inverse
+        key = (float(q), table._version, table.data_ptr(), table.device)
+        if self._inverse_cache is not None and self._inverse_cache[0] == key:
+            return self._inverse_cache[1]
         position = min(max(float(q), 0.0), self.levels - 1.0)
         lo = min(int(math.floor(position)), self.levels - 2)
         rows = self.log_inverse.detach().cpu().double()

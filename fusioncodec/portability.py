@@ -48,24 +48,25 @@ def numeric_setting(model: nn.Module, name: str, seed: int = 0) -> Iterator[None
     """
     if name not in SETTINGS:
         raise ValueError(f"unknown setting {name!r} (one of {', '.join(SETTINGS)})")
-    threads = torch.get_num_threads()
-    handles = []
-    conv = next((p for p in model.parameters() if p.dim() == 4), None)
-    layouts = (torch.channels_last, torch.contiguous_format)
-    if conv is not None and conv.is_contiguous(memory_format=torch.channels_last):
-        layouts = layouts[::-1]
-    try:
+    with contextlib.ExitStack() as undo:  # each setting registers how it is undone
         if name == "onednn-off":
-            with torch.backends.mkldnn.flags(enabled=False):
-                yield
-            return
-        if name.startswith("threads-"):
+            undo.enter_context(torch.backends.mkldnn.flags(enabled=False))
+        elif name.startswith("threads-"):
+            undo.callback(torch.set_num_threads, torch.get_num_threads())
             torch.set_num_threads(int(name.split("-")[1]))
         elif name == "memory-format":
-            model.to(memory_format=layouts[0])
+            conv = next(p for p in model.parameters() if p.dim() == 4)
+            last = conv.is_contiguous(memory_format=torch.channels_last)
+            now, other = torch.channels_last, torch.contiguous_format
+            if not last:
+                now, other = other, now
+            undo.callback(model.to, memory_format=now)
+            model.to(memory_format=other)
         elif name == "float64":
+            undo.callback(model.float)
             model.double()
-            handles = [m.register_forward_pre_hook(_to_double) for m in _float_layers(model)]
+            for m in _float_layers(model):
+                undo.callback(m.register_forward_pre_hook(_to_double).remove)
         elif name == "noise":
             generator = torch.Generator().manual_seed(seed)
 
@@ -73,16 +74,9 @@ def numeric_setting(model: nn.Module, name: str, seed: int = 0) -> Iterator[None
                 noise = torch.randn(out.shape, generator=generator, dtype=torch.float64)
                 return out * (1 + 1e-6 * noise.to(out.device, out.dtype))
 
-            handles = [m.register_forward_hook(jitter) for m in _float_layers(model)]
+            for m in _float_layers(model):
+                undo.callback(m.register_forward_hook(jitter).remove)
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        torch.set_num_threads(threads)
-        if name == "memory-format":
-            model.to(memory_format=layouts[1])
-        elif name == "float64":
-            model.float()
 
 
 class SymbolRecorder:

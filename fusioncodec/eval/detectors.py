@@ -103,7 +103,7 @@ Decoder = Callable[[Sequence[np.ndarray], Meta], tuple[np.ndarray, np.ndarray, n
 class Detector:
     """One ONNX detector: input convention + output decoder + post-processing settings.
 
-    ``decode(outputs, meta)`` receives the session outputs (a list of arrays, batch 1) and
+    ``decode(outputs, meta)`` receives onnxruntime's outputs (a list of arrays, batch 1) and
     returns candidate ``(boxes_xyxy, scores, class_idx)`` in original-image pixels
     (``meta.to_original`` converts from input pixels); one candidate per anchor/cell with
     its best class is the usual form.  The score threshold, pre-NMS top-k, class-wise NMS
