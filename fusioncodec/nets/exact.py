@@ -69,6 +69,10 @@ class ExactConvMixin:
     bias: nn.Parameter | None
     _out_dim = 0
 
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)  # the convolution class after the mixin
+        self._init_exact()
+
     def _init_exact(self) -> None:
         self.register_buffer("weight_int", torch.zeros(0, dtype=torch.int16))
         self.register_buffer("weight_shift", torch.zeros(0, dtype=torch.int8))
@@ -168,10 +172,6 @@ class ExactConv2d(ExactConvMixin, nn.Conv2d):
 
     _out_dim = 0
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        super().__init__(*args, **kwargs)
-        self._init_exact()
-
     def _integer_conv(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
         return F.conv2d(x, w, bias, self.stride, self.padding)
 
@@ -180,10 +180,6 @@ class ExactConvTranspose2d(ExactConvMixin, nn.ConvTranspose2d):
     """A transposed convolution with an integer-exact twin."""
 
     _out_dim = 1
-
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        super().__init__(*args, **kwargs)
-        self._init_exact()
 
     def _integer_conv(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
         return F.conv_transpose2d(x, w, bias, self.stride, self.padding, self.output_padding)
