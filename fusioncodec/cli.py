@@ -38,6 +38,8 @@ import click
 from fusioncodec import __version__
 from fusioncodec.container import LAYER_KINDS, MAX_PIXELS, MAX_SIDE, Container
 from fusioncodec.messages import error_reason, one_line
+from fusioncodec.train.recipe import SOURCES, Balance
+from fusioncodec.train.schedule import SCHEDULES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -937,6 +939,20 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
     metavar="DIR",
     help="Edge-mask folder from 'fcodec masks' (repeatable). Default: built-in sources.",
 )
+@click.option(
+    "--sources",
+    default=",".join(SOURCES),
+    show_default=True,
+    help="Built-in sources to train on, comma-separated (sun80: every 10th photo held out).",
+)
+@click.option(
+    "--scale",
+    metavar="LO:HI",
+    default="0.5:0.9",
+    show_default=True,
+    help="Shrink each training picture by a random factor in this range (antialiased), so "
+    "source JPEG artifacts fade; 1:1 trains on the pictures as they are.",
+)
 @click.option("--init", metavar="PATH", help="Start from these weights (e.g. a machine codec).")
 @click.option(
     "--minutes", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True
@@ -950,24 +966,60 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
     show_default=True,
     help=f"Multiple of 64; below {MIN_GOOD_CROP} the hyperprior sees only border positions.",
 )
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Peak learning rate [default: 2e-4; 1e-4 with --init].",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default="cosine",
+    show_default=True,
+    help="cosine: lr decays smoothly to 1e-6 over the run (minutes or steps); step: lr drops "
+    "10x at --decay-at.",
+)
 @click.option(
     "--decay-at",
     type=click.FloatRange(min=0, max=1),
     default=0.8,
     show_default=True,
-    help="Fraction of the run (minutes or steps) after which the lr drops 10x.",
+    help="With --schedule step: fraction of the run after which the lr drops 10x.",
+)
+@click.option(
+    "--balance",
+    metavar="H[:M]|off",
+    default=None,
+    help="Quality balance: each crop's loss is weighted by lambda^-H (human layer, baseline) "
+    "or lambda^-M (machine layer) and every quality level is drawn equally often; off: "
+    f"unweighted, end levels drawn half as often [default: {Balance().human:g}:"
+    f"{Balance().machine:g}].",
 )
 @click.option(
     "--ema",
     type=click.FloatRange(min=0, max=1, max_open=True),
-    default=0.0,
+    default=0.999,
     show_default=True,
-    help="Keep a moving average of the weights with this decay (e.g. 0.999); validation and "
-    "export use it. 0: none. Give it again when resuming.",
+    help="Keep a moving average of the weights with this decay (warming up over the first "
+    "steps); validation and export use it. 0: none. Give it again when resuming.",
 )
 @click.option(
     "--threads", type=click.IntRange(min=0), default=0, help="torch threads (0: torch's default)."
+)
+@click.option(
+    "--checkpoint-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Minutes between checkpoints (also written when the run ends or is stopped).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the crops, flips, qualities and shrink factors (a resumed run keeps its own).",
 )
 @click.option(
     "--n",
@@ -996,7 +1048,10 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
     "0.0013:0.1).",
 )
 @click.option(
-    "--val", "val_dir", metavar="DIR", help="Held-out images coded for real during training."
+    "--val",
+    "val_dir",
+    metavar="DIR|held-out",
+    help="Images coded for real during training; held-out: the sun80 photos never trained on.",
 )
 @click.option("--val-count", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option(
@@ -1012,15 +1067,21 @@ def train(
     out_dir: str,
     train_root: str | None,
     mask_dirs: tuple[str, ...],
+    sources: str,
+    scale: str,
     init: str | None,
     minutes: float,
     steps: int,
     batch: int,
     crop: int,
-    lr: float,
+    lr: float | None,
+    schedule: str,
     decay_at: float,
+    balance: str | None,
     ema: float,
     threads: int,
+    checkpoint_minutes: float,
+    seed: int,
     n: int,
     slices: int,
     m: int,
@@ -1038,6 +1099,13 @@ def train(
     With --init, the weights' lambda ranges are kept unless --machine-lambdas or
     --human-lambdas give new ones, which start from the trained gains moved to the new
     lambdas. A resumed run keeps its checkpoint's architecture and lambdas.
+
+    The recipe: training pictures shrunk by a random factor (--scale) so that source JPEG
+    artifacts fade; every quality level drawn equally often, each crop's loss weighted so
+    that low qualities get their share (--balance); the lr decays along a cosine to 1e-6
+    (--schedule); a moving average of the weights (--ema) is validated and exported. Crops
+    are cut on the training device. docs/TRAINING.md gives the recipe's measured effect and
+    the procedure for a lent GPU (scripts/gpu_train.sh).
     """
     if os.environ.get("GLIBC_TUNABLES") is None and sys.platform.startswith("linux"):
         # Large malloc thresholds stop page-fault storms in CPU training (35-60% faster here).
@@ -1054,7 +1122,13 @@ def train(
     if not root.is_dir():
         raise CliError(f"training data not found: {root}")
     val_images: list[Path] = []
-    if val_dir:
+    if val_dir == "held-out":
+        from fusioncodec.train.data import held_out_images
+
+        val_images = held_out_images(root)[:val_count]
+        if not val_images:
+            raise CliError(f"no held-out photos: {_show(root / 'sun80')} has no images")
+    elif val_dir:
         from fusioncodec.train.data import FORBIDDEN, image_files
 
         if any(part.lower() in FORBIDDEN for part in Path(val_dir).resolve().parts):
@@ -1062,6 +1136,11 @@ def train(
         val_images = image_files(Path(val_dir))[:val_count]
         if not val_images:
             raise CliError(f"no validation images in {_show(val_dir)}")
+    chosen = tuple(s.strip() for s in sources.split(",") if s.strip())
+    if not chosen or set(chosen) - set(SOURCES):
+        raise CliError(f"--sources takes some of {','.join(SOURCES)}, got {sources!r}")
+    shrink = _scale_range(scale)
+    weighting = _balance(balance)
     try:
         ranges = {
             name: _lambda_range(text, option)
@@ -1087,17 +1166,23 @@ def train(
             codec=codec,
             init=Path(init) if init else None,
             mask_dirs=[Path(d) for d in mask_dirs],
+            sources=chosen,
+            scale=shrink,
             device=device,
             val_images=val_images,
             validate_minutes=validate_minutes,
             batch=batch,
             crop=crop,
-            lr=lr,
+            lr=lr if lr is not None else (1e-4 if init else 2e-4),
+            schedule=schedule,
             decay_at=decay_at,
+            balance=weighting,
             ema=ema,
             max_steps=steps,
             max_minutes=minutes,
             threads=threads,
+            checkpoint_minutes=checkpoint_minutes,
+            seed=seed,
         )
         if crop < MIN_GOOD_CROP:
             click.echo(
@@ -1112,6 +1197,36 @@ def train(
     except (ValueError, OSError) as exc:
         raise CliError(error_reason(exc)) from None
     click.echo(f"checkpoint: {checkpoint}", err=True)
+
+
+def _scale_range(text: str) -> tuple[float, float]:
+    """``LO:HI`` (or one factor) -> the range training pictures are shrunk by."""
+    try:
+        parts = [float(v) for v in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not 0.1 <= parts[0] <= parts[1] <= 1:
+        raise CliError(f"--scale takes LO:HI with 0.1 <= LO <= HI <= 1, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _balance(text: str | None) -> Balance:
+    """``--balance``: ``off``, ``H`` (both layers) or ``H:M``; None: the default."""
+    if text is None:
+        return Balance()
+    if text == "off":
+        return Balance.none()
+    try:
+        parts = [float(v) for v in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(0 <= v <= 2 for v in parts):
+        raise CliError(f"--balance takes H[:M] (exponents in [0, 2]) or off, got {text!r}")
+    return Balance(parts[0], parts[1])
 
 
 def _lambda_range(text: str, option: str, levels: int = 8) -> list[float]:

@@ -1,65 +1,82 @@
-"""Pack the built-in training sources into a compact mask folder (for a lent GPU machine).
+"""Pack the built-in training sources into a mask folder that fits a GPU machine's carry.
 
-Writes ``OUT/train`` in the layout ``fcodec masks`` writes (JPEG image + bilevel edge PNG +
-manifest.jsonl), so ``fcodec train --masks OUT/train`` reads it, and copies a few held-out
-sun80 photos to ``OUT/val`` for validation with the real coder.
+    python scripts/pack_training_set.py --out cache/gpu-data --budget-mib 36
 
-    python scripts/pack_training_set.py --shared ../shared --out cache/devdata --quality 90
-
-All 740 images at quality 90 take 52 MiB. With the shipped two-layer weights also carried
-(36 MiB, for a fine-tune), use e.g. ``--quality 80 --limit 400`` to stay under 64 MiB.
+Writes ``OUT/train`` in the layout ``fcodec masks`` writes (image + bilevel edge PNG +
+manifest.jsonl), so ``fcodec train --masks OUT/train`` reads it, and ``OUT/val``, the sun80
+photos held out from training (``fcodec train --val OUT/val``). No pixel is re-encoded: each
+image is its source file, byte for byte, and training shrinks it (antialiased) on the
+machine that trains. When the sources do not all fit in ``--budget-mib``, images are taken
+in turn from each source (BSDS500, COCO, sun80) until the budget is spent; the rest are
+left out and counted. Kodak, coco128 and sun80's held-out photos never enter ``train``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from fusioncodec.train.data import _bsds, _coco, coco128_names
+from fusioncodec.train.data import annotated_sources, held_out_images
+
+
+def _interleaved(items: list) -> list:
+    """Items taken in turn from each source, in each source's own order."""
+    by_source: dict[str, list] = {}
+    for item in items:
+        by_source.setdefault(item[0], []).append(item)
+    turns = itertools.zip_longest(*by_source.values())
+    return [item for turn in turns for item in turn if item is not None]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=Path("../shared"))
-    parser.add_argument("--out", type=Path, default=Path("cache/devdata"))
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the images")
-    parser.add_argument("--val", type=int, default=4, help="sun80 photos kept for validation")
-    parser.add_argument(
-        "--limit", type=int, default=0, help="keep this many images, evenly spaced (0: all)"
-    )
+    shared = Path(os.environ.get("FUSIONCODEC_SHARED", "../shared"))
+    parser.add_argument("--data", type=Path, default=shared / "data" / "train")
+    parser.add_argument("--out", type=Path, default=Path("cache/gpu-data"))
+    parser.add_argument("--budget-mib", type=float, default=36.0, help="size of OUT at most")
     args = parser.parse_args()
-    root = args.shared / "data" / "train"
-    items = _bsds(root / "bsds500")
-    skip = coco128_names(args.shared)
-    for sub in ("coco_tiny", "coco_mini"):
-        for ann in sorted((root / sub).glob("instances_*.json")):
-            items += _coco(root / sub / "images", ann, skip)
-    if 0 < args.limit < len(items):
-        keep = np.linspace(0, len(items) - 1, args.limit).round().astype(int)
-        items = [items[k] for k in keep]
-    train = args.out / "train"
+    items = _interleaved(annotated_sources(args.data, shared if shared.is_dir() else None))
     if args.out.exists():
         shutil.rmtree(args.out)
+    train, val = args.out / "train", args.out / "val"
     train.mkdir(parents=True)
-    rows = []
-    for k, (image, mask) in enumerate(items):
-        Image.fromarray(image).save(train / f"{k:05d}.jpg", quality=args.quality)
-        Image.fromarray(mask > 0).save(train / f"{k:05d}.png", optimize=True)
-        h, w = mask.shape
-        rows.append({"image": f"{k:05d}.jpg", "mask": f"{k:05d}.png", "width": w, "height": h})
-    (train / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    val = args.out / "val"
     val.mkdir()
-    for path in sorted((root / "sun80").rglob("*.jpg"))[: args.val]:
-        shutil.copy(path, val / path.name)
+    budget = args.budget_mib * 2**20
+    spent = 0
+    for path in held_out_images(args.data):
+        shutil.copyfile(path, val / path.name)
+        spent += path.stat().st_size
+    rows, kept, left = [], {}, {}
+    for k, (source, path, mask) in enumerate(items):
+        image_name, mask_name = f"{k:05d}{path.suffix.lower()}", f"{k:05d}.png"
+        Image.fromarray(mask > 0).save(train / mask_name, optimize=True)
+        size = path.stat().st_size + (train / mask_name).stat().st_size
+        if spent + size > budget:
+            (train / mask_name).unlink()
+            left[source] = left.get(source, 0) + 1
+            continue
+        shutil.copyfile(path, train / image_name)
+        spent += size
+        kept[source] = kept.get(source, 0) + 1
+        h, w = mask.shape
+        rows.append(
+            {"image": image_name, "mask": mask_name, "width": w, "height": h, "source": source}
+        )
+    (train / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
-    edge = float(np.mean([m.mean() for _, m in items]))
-    print(f"{len(items)} images, mean edge fraction {edge:.3f}, {size / 2**20:.1f} MiB")
+    edge = float(np.mean([m.mean() > 0 for _, _, m in items]))
+    print(
+        f"{len(rows)} training images ({kept}), {len(list(val.iterdir()))} held-out photos, "
+        f"{size / 2**20:.1f} MiB; left out for the budget: {left or 'none'}; "
+        f"{edge:.0%} of the sources have edge annotations; pixels: the source files, unchanged"
+    )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def test_edge_mse_ignores_pixels_off_the_mask() -> None:
 def test_logged_edge_psnr_counts_only_edge_pixels(monkeypatch) -> None:
     """A crop without edges must not enter the logged edge PSNR (it once counted as 100 dB)."""
     from fusioncodec.nets import CodecConfig
-    from fusioncodec.train.loop import _step_losses, build_model
+    from fusioncodec.train.step import build_model, step_losses
 
     codec = CodecConfig(n=8, slices=2, m=1)
     model = build_model("machine", codec)
@@ -76,7 +76,7 @@ def test_logged_edge_psnr_counts_only_edge_pixels(monkeypatch) -> None:
     monkeypatch.setattr(model.machine, "forward", lambda *_: fake)
     mask = torch.zeros(2, 1, 64, 64)
     mask[0, :, 10:20] = 1  # the second crop has no edge pixels
-    logs = _step_losses(model, "machine", x, mask, codec)
+    logs = step_losses(model, "machine", x, mask, codec)
     assert logs["machine_edge_psnr"].item() == pytest.approx(20.0, abs=1e-3)
 
 
@@ -211,7 +211,8 @@ def test_weights_only_checkpoint_through_shards_resumes(tmp_path: Path) -> None:
     shards.join(tmp_path / "moved", "joint", resumed / "checkpoint.pt")
     joined = torch.load(resumed / "checkpoint.pt", weights_only=False)
     assert joined["optimizer"] is None and joined["step"] == 2
-    for name, tensor in original["model"].items():
+    assert original["ema"] is not None  # the moving average (on by default) is what travels
+    for name, tensor in original["ema"].items():
         small = tensor.numel() <= 16  # bounds and other constants travel exactly
         exact = name.endswith("quantiles") or not tensor.is_floating_point() or small
         want = tensor if exact else tensor.half().float()
@@ -227,7 +228,7 @@ def test_weights_only_checkpoint_through_shards_resumes(tmp_path: Path) -> None:
 def test_non_finite_steps_are_skipped_not_applied(tmp_path: Path, monkeypatch) -> None:
     from fusioncodec.train import loop
 
-    real = loop._step_losses
+    real, real_train = loop.step_losses, loop.train
     calls = {"n": 0}
 
     def sometimes_nan(*args, **kwargs):
@@ -237,14 +238,23 @@ def test_non_finite_steps_are_skipped_not_applied(tmp_path: Path, monkeypatch) -
             losses["loss"] = losses["loss"] * float("nan")
         return losses
 
-    monkeypatch.setattr(loop, "_step_losses", sometimes_nan)
+    def logged_every_step(cfg: loop.TrainConfig) -> Path:
+        cfg.log_every = 1
+        return real_train(cfg)
+
+    monkeypatch.setattr(loop, "step_losses", sometimes_nan)
+    monkeypatch.setattr(loop, "train", logged_every_step)
     root = _fake_train_root(tmp_path / "data")
     out = tmp_path / "runs" / "joint"
-    result = CliRunner().invoke(cli, train_args("joint", out, root, 3, "--threads", "1"), env=ENV)
+    result = CliRunner().invoke(cli, train_args("joint", out, root, 4, "--threads", "1"), env=ENV)
     assert result.exit_code == 0, result.output
     state = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 3 and calls["n"] == 5
+    assert state["step"] == 4 and calls["n"] == 4
+    # the fused optimizer applied only the two finite steps (its step count is per update)
+    assert {float(v["step"]) for v in state["optimizer"]["state"].values()} == {2.0}
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r.get("skipped", 0) for r in rows if "loss" in r] == [0, 1, 1, 0]
 
 
 def _export_stage1(runner: CliRunner, root: Path, tmp_path: Path) -> None:
@@ -383,7 +393,18 @@ def test_decay_at_sets_when_the_lr_drops(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(loop, "train", logged_every_step)
     out = tmp_path / "r"
     args = train_args(
-        "machine", out, root, 4, "--threads", "1", "--lr", "1e-3", "--decay-at", "0.5"
+        "machine",
+        out,
+        root,
+        4,
+        "--threads",
+        "1",
+        "--lr",
+        "1e-3",
+        "--schedule",
+        "step",
+        "--decay-at",
+        "0.5",
     )
     result = CliRunner().invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
@@ -396,7 +417,7 @@ def _poisoning(monkeypatch, poison_calls, rollback_after: int, max_rollbacks: in
     """Break the weights (NaN) on the given calls of the step; small rollback settings."""
     from fusioncodec.train import loop
 
-    real_step, real_train = loop._step_losses, loop.train
+    real_step, real_train = loop.step_losses, loop.train
     calls = {"n": 0}
 
     def poisoned(model, *args, **kwargs):
@@ -410,7 +431,7 @@ def _poisoning(monkeypatch, poison_calls, rollback_after: int, max_rollbacks: in
         cfg.rollback_after, cfg.max_rollbacks = rollback_after, max_rollbacks
         return real_train(cfg)
 
-    monkeypatch.setattr(loop, "_step_losses", poisoned)
+    monkeypatch.setattr(loop, "step_losses", poisoned)
     monkeypatch.setattr(loop, "train", configured)
     return calls
 
@@ -419,12 +440,13 @@ def test_broken_weights_roll_back_to_the_last_good_state(tmp_path: Path, monkeyp
     calls = _poisoning(monkeypatch, lambda n: n == 2, rollback_after=3, max_rollbacks=1)
     root = _fake_train_root(tmp_path / "data")
     out = tmp_path / "runs" / "joint"
-    result = CliRunner().invoke(cli, train_args("joint", out, root, 3, "--threads", "1"), env=ENV)
+    result = CliRunner().invoke(cli, train_args("joint", out, root, 8, "--threads", "1"), env=ENV)
     assert result.exit_code == 0, result.output
-    # step 1 fine; NaN weights from call 2 make calls 2-4 non-finite; back to step 0; 3 more
-    assert calls["n"] == 7
+    # step 1 fine; NaN weights from call 2 make every later step non-finite; the host looks
+    # every 3 steps: 2 bad at step 3, 5 bad at step 6 -> back to step 0; then 8 good steps
+    assert calls["n"] == 6 + 8
     state = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 3
+    assert state["step"] == 8
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {"step": 0, "rollback": 1} in [
@@ -449,7 +471,7 @@ def test_weight_average_moves_by_one_minus_decay_and_leaves_the_model_alone() ->
 
     model = nn.Linear(3, 2)
     start = [p.detach().clone() for p in model.parameters()]
-    average = WeightAverage(model, 0.9)
+    average = WeightAverage(model, 0.9, warmup=False)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
@@ -464,6 +486,8 @@ def test_weight_average_moves_by_one_minus_decay_and_leaves_the_model_alone() ->
 def test_ema_is_checkpointed_resumed_and_exported(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
+    from fusioncodec.train.schedule import average_decay
+
     root = _fake_train_root(tmp_path / "data")
     out = tmp_path / "runs" / "joint"
     runner = CliRunner()
@@ -473,10 +497,12 @@ def test_ema_is_checkpointed_resumed_and_exported(tmp_path: Path) -> None:
     name = "machine.g_a.0.weight"
     assert not torch.equal(first["ema"][name], first["model"][name])
 
+    assert first["ema_updates"] == 2
     args[args.index("--steps") + 1] = "3"  # resumed: one more step, the average carries on
     assert (result := runner.invoke(cli, args, env=ENV)).exit_code == 0, result.output
     second = torch.load(out / "checkpoint.pt", weights_only=False)
-    want = 0.5 * first["ema"][name] + 0.5 * second["model"][name]
+    d = average_decay(0.5, 2)  # the third update, still warming up: 3/12
+    want = d * first["ema"][name] + (1 - d) * second["model"][name]
     assert torch.allclose(second["ema"][name], want, atol=1e-6)
 
     export = ["export", str(out / "checkpoint.pt"), "--kind", "scalable", "--name", "avg"]

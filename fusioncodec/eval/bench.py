@@ -606,22 +606,17 @@ def _train_step(
     model: Any, opt: Any, stage: str, x: Any, mask: Any, params: list, config: Any
 ) -> None:
     """One optimisation step as in :func:`fusioncodec.train.loop.train`."""
-    import torch
+    from fusioncodec.train.step import optimise, step_losses
 
-    from fusioncodec.train.loop import _step_losses
-
-    losses = _step_losses(model, stage, x, mask, config)
-    opt.zero_grad(set_to_none=True)
-    (losses["loss"] + losses["aux"]).backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
+    main, quantiles = params
+    optimise(opt, step_losses(model, stage, x, mask, config), main, quantiles)
 
 
 def train_speed(config: Any, device: torch.device, opts: BenchOptions) -> dict[str, Any]:
     """Training iterations per hour for each stage, at ``train_batch`` x ``train_crop``^2."""
     import torch
 
-    from fusioncodec.train.loop import _trainable, build_model
+    from fusioncodec.train.step import build_model, make_optimizer, trainable
 
     out: dict[str, Any] = {
         "batch": opts.train_batch,
@@ -638,10 +633,9 @@ def train_speed(config: Any, device: torch.device, opts: BenchOptions) -> dict[s
             # default device. The loss makes its own tensors on x.device.
             model = build_model(stage, config).to(device, memory_format=torch.channels_last)
             model.train()
-            params = _trainable(model, stage)
+            opt, *params = make_optimizer(model, trainable(model, stage), 1e-4)
             if stage == "human":
                 model.machine.eval()
-            opt = torch.optim.Adam(params, 1e-4)
             x = torch.rand(b, 3, c, c).to(device, memory_format=torch.channels_last)
             mask = (torch.rand(b, 1, c, c) < 0.15).float().to(device)
 

@@ -11,10 +11,23 @@ from fusioncodec.train.checkpoint import load_checkpoint
 from fusioncodec.weights import build, export, load, load_state
 
 TRAINING_DATA = (
-    "../shared/data/train: BSDS500 (boundary maps as edge targets) and COCO coco_tiny/"
-    "coco_mini (instance-mask edges), unless mask folders from 'fcodec masks' were given; "
-    "edge bands 5 px wide; Kodak and coco128 never used"
+    "../shared/data/train: BSDS500 (boundary maps as edge targets), COCO coco_tiny/coco_mini "
+    "(instance-mask edges) and sun80 photos (no edges; every 10th held out), unless mask "
+    "folders from 'fcodec masks' were given; edge bands 5 px wide; Kodak and coco128 never used"
 )
+
+
+def recipe(cfg: dict) -> dict:
+    """The recipe a checkpoint's config records (older checkpoints: the recipe before 0.3)."""
+    balance = cfg.get("balance") or {"human": 0.0, "machine": 0.0, "ends": False}
+    return {
+        "sources": list(cfg.get("sources", ["bsds500", "coco"])),
+        "scale": list(cfg.get("scale", [1.0, 1.0])),
+        "quality_balance": balance,
+        "schedule": cfg.get("schedule", "step"),
+        "decay_at": cfg.get("decay_at"),
+        "seed": cfg.get("seed", 0),
+    }
 
 
 def export_checkpoint(
@@ -44,12 +57,14 @@ def export_checkpoint(
         "training": {
             "stage": cfg["stage"],
             "steps": state["step"],
+            "crops_seen": state["step"] * cfg["batch"],
             "minutes": round(state["elapsed"] / 60, 1),
             "batch": cfg["batch"],
             "crop": cfg["crop"],
             "lr": cfg["lr"],
             "weights": f"moving average, decay {cfg['ema']}" if averaged else "last step",
             "data": TRAINING_DATA,
+            "recipe": recipe(cfg),
             "mask_dirs": [str(d) for d in cfg.get("mask_dirs", [])],
             "machine_loss": "rate + lambda * MSE on edge pixels only (SA-ICM)",
             "human_loss": "rate of the additional layer + lambda * MSE on the whole image",

@@ -1,0 +1,143 @@
+"""One training step's losses for each stage, and what each stage trains.
+
+- ``machine``: rate + lambda * MSE on edge pixels only (SA-ICM); crops without edge pixels
+  are left out of this loss.
+- ``human``: machine codec frozen; additional codec + fusion + human decoder,
+  rate of the additional layer + lambda * MSE on the whole image.
+- ``joint``: both of the above in one step; the machine latent is detached before fusion,
+  so the human loss never moves the machine codec.
+- ``baseline``: the single-layer LIC, rate + lambda * MSE (the "standard LIC").
+
+Quality is drawn per crop (:func:`~fusioncodec.train.losses.sample_quality`), and each crop's
+loss is weighted so that every quality gets a fair share of the update (:class:`Balance`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
+from fusioncodec.train.losses import (
+    bits_per_pixel,
+    edge_mse,
+    lambda_at,
+    mse,
+    psnr,
+    quality_weight,
+    rd_loss,
+    sample_quality,
+)
+from fusioncodec.train.recipe import DEFAULT_BALANCE, Balance
+
+
+def build_model(stage: str, codec: CodecConfig) -> nn.Module:
+    if stage == "baseline":
+        return SingleLayerCodec(codec, codec.human_lambdas)
+    return ScalableCodec(codec)
+
+
+def trainable(model: nn.Module, stage: str) -> list[nn.Parameter]:
+    """The parameters ``stage`` trains (the human stage freezes the machine codec)."""
+    if stage == "machine":
+        return list(model.machine.parameters())
+    if stage == "human":
+        model.machine.requires_grad_(False)
+        return [p for n, p in model.named_parameters() if not n.startswith("machine.")]
+    return list(model.parameters())
+
+
+def step_losses(
+    model: nn.Module,
+    stage: str,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    codec: CodecConfig,
+    balance: Balance = DEFAULT_BALANCE,
+    quality: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """The loss to minimise (``loss`` + ``aux``) and per-batch logs, all on ``x``'s device.
+
+    ``quality``: every crop at this quality index instead of drawn ones (for measurements).
+    """
+    b, _, h, w = x.shape
+
+    def draw() -> torch.Tensor:
+        if quality is not None:
+            return torch.full((b,), float(quality), device=x.device)
+        return sample_quality(b, codec.levels, x.device, balance.ends)
+
+    if stage == "baseline":
+        q = draw()
+        out = model(x, q)
+        bpp, dist = bits_per_pixel(out["likelihoods"], h * w), mse(out["x_hat"], x)
+        lam = lambda_at(codec.human_lambdas, q)
+        total = rd_loss(bpp, dist, lam, quality_weight(lam, codec.human_lambdas, balance.human))
+        aux = sum(c.entropy_bottleneck.loss() for c in model.latent_codecs())
+        return {"loss": total, "aux": aux, "bpp": bpp.mean(), "psnr": psnr(dist).mean()}
+    logs: dict[str, torch.Tensor] = {}
+    total = x.new_zeros(())
+    q_m = draw()
+    if stage in ("machine", "joint"):
+        m_out = model.machine(x, q_m)
+        m_bpp = bits_per_pixel(m_out["likelihoods"], h * w)
+        m_dist = edge_mse(m_out["x_hat"], x, mask)
+        lam = lambda_at(codec.machine_lambdas, q_m)
+        edge_pixels = mask.flatten(1).sum(1)
+        # A crop without edge pixels (e.g. from an unannotated photo) has no distortion to
+        # weigh its rate against: it does not enter the machine loss.
+        weight = quality_weight(lam, codec.machine_lambdas, balance.machine) * (edge_pixels > 0)
+        total = total + rd_loss(m_bpp, m_dist, lam, weight)
+        # PSNR over the batch's edge pixels: a crop without edges would otherwise count as 100 dB
+        edge_dist = (m_dist * edge_pixels).sum() / edge_pixels.sum().clamp(min=1.0)
+        logs |= {"machine_bpp": m_bpp.mean(), "machine_edge_psnr": psnr(edge_dist)}
+        y_machine = m_out["y_hat"].detach()
+    else:
+        with torch.no_grad():
+            y_machine = model.machine(x, q_m)["y_hat"]
+    if stage in ("human", "joint"):
+        q_h = draw()
+        y_add, lik = model.additional(x, q_h, y_machine)
+        x_h = model.human(y_machine, y_add)
+        h_bpp, h_dist = bits_per_pixel(lik, h * w), mse(x_h, x)
+        lam = lambda_at(codec.human_lambdas, q_h)
+        weight = quality_weight(lam, codec.human_lambdas, balance.human)
+        total = total + rd_loss(h_bpp, h_dist, lam, weight)
+        logs |= {"human_bpp": h_bpp.mean(), "human_psnr": psnr(h_dist).mean()}
+    aux = sum(c.entropy_bottleneck.loss() for c in model.latent_codecs())
+    return {"loss": total, "aux": aux, **logs}
+
+
+def make_optimizer(
+    model: nn.Module, params: list[nn.Parameter], lr: float
+) -> tuple[torch.optim.Adam, list[nn.Parameter], list[nn.Parameter]]:
+    """Fused Adam over ``params``: (optimizer, main weights, entropy-bottleneck quantiles).
+
+    The quantiles learn at 1e-3 whatever ``lr`` is. Fused: one kernel per step, and it leaves
+    weights and moments alone on the device when ``found_inf`` is set (see :func:`optimise`).
+    """
+    quantiles = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    quantiles = [q for q in quantiles if any(q is p for p in params)]
+    main = [p for p in params if all(p is not q for q in quantiles)]
+    groups = [{"params": main, "lr": lr}, {"params": quantiles, "lr": 1e-3}]
+    return torch.optim.Adam(groups, fused=True), main, quantiles
+
+
+def optimise(
+    optimizer: torch.optim.Adam,
+    losses: dict[str, torch.Tensor],
+    main: list[nn.Parameter],
+    quantiles: list[nn.Parameter],
+) -> torch.Tensor:
+    """Backward, clip the main gradient to norm 1, step; a non-finite step is not applied.
+
+    Returns the step's "skipped" flag as a device tensor: nothing here waits for the device.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    (losses["loss"] + losses["aux"]).backward()
+    norm = torch.nn.utils.clip_grad_norm_(main, 1.0)
+    aux_norm = torch.nn.utils.get_total_norm([q.grad for q in quantiles if q.grad is not None])
+    bad = ~(torch.isfinite(norm) & torch.isfinite(aux_norm.to(norm.device)))
+    optimizer.found_inf = bad.float()  # read by the fused step (as torch's GradScaler does)
+    optimizer.step()
+    return bad
