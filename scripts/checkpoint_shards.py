@@ -59,7 +59,9 @@ def join(folder: Path, prefix: str, checkpoint: Path) -> None:
         # Own copies: tensors read from one file may share its storage under different dtypes.
         model |= {k: (v.float() if v.is_floating_point() else v).clone() for k, v in shard.items()}
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model, "optimizer": None, **meta}, checkpoint)
+    # weights that travelled as the moving average stay marked as one (export names them so)
+    ema = model if meta.get("weights") == "moving average" else None
+    torch.save({"model": model, "optimizer": None, **meta, "ema": ema}, checkpoint)
     print(f"{checkpoint}: {len(model)} tensors, step {meta['step']}")
 
 

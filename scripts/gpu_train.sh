@@ -14,7 +14,7 @@
 #       `fcodec train MODEL` detached for MINUTES (checkpoints every 2 minutes), and returns
 #       after WAIT seconds; every 2 minutes the newest checkpoint goes to $OUT as shards.
 #   scripts/gpu_train.sh finish           waits for the run to end; final shards and logs to $OUT.
-# (DEVICE=cpu BATCH=2 RATE=0 OUT=DIR try the device side on a CPU.)
+# (DEVICE=cpu BATCH=2 INSTALL=0 RATE=0 OUT=DIR try the device side here, on the CPU.)
 # Back here: python scripts/checkpoint_shards.py join FILES_AT MODEL runs/gpu/MODEL/checkpoint.pt
 # then `fcodec export` it (docs/TRAINING.md, "A lent GPU").
 set -u
@@ -62,9 +62,11 @@ restore() {
 }
 
 install() {
+  [ "${INSTALL:-1}" = 1 ] || return 0
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
-  python3 -c "import torch, fusioncodec.codec; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
+  python3 -c "import torch, fusioncodec.codec; print('torch', torch.__version__, torch.cuda.get_device_name())" ||
+    exit 1
 }
 
 # newest checkpoint of the run -> $OUT/MODEL-k.safetensors + MODEL.json, and the logs

@@ -219,6 +219,7 @@ def test_weights_only_checkpoint_through_shards_resumes(tmp_path: Path) -> None:
         if name.endswith(LIKELIHOOD_BOUND):
             assert joined["model"][name].item() == pytest.approx(1e-9), name
         assert torch.equal(joined["model"][name], want.to(joined["model"][name].dtype)), name
+    assert all(torch.equal(joined["ema"][k], v) for k, v in joined["model"].items())
     args = train_args("joint", resumed, root, 3, "--threads", "1")
     result = runner.invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
