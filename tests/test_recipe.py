@@ -319,3 +319,18 @@ def test_gpu_pack_copies_sources_unchanged_within_its_budget(tmp_path: Path, mon
     assert {p.name for p in (out / "val").iterdir()} == held
     packed_digests = {digest(out / "train" / r["image"]) for r in rows}
     assert not packed_digests & {digest(root / "sun80" / name) for name in held}
+
+
+def test_train_rate_measures_both_loops(tmp_path: Path, monkeypatch, capsys) -> None:
+    import json
+
+    root = _train_root(tmp_path / "train", bsds=2, sun=0)
+    rate = _script("train_rate")
+    argv = ["train_rate", "--data", str(root), "--cache", str(tmp_path / "edges.npz")]
+    argv += ["--stages", "baseline", "--batch", "1", "--crop", "64", "--steps", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--device", "cpu", "--json", str(tmp_path / "r")])
+    rate.main()
+    row = json.loads((tmp_path / "r").read_text())
+    assert row["stage"] == "baseline" and row["pictures"] == 2
+    assert row["random_it_s"] > 0 and row["real_it_s"] > 0
+    assert row["real_share"] == pytest.approx(row["real_it_s"] / row["random_it_s"], rel=0.05)
