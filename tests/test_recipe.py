@@ -334,3 +334,21 @@ def test_train_rate_measures_both_loops(tmp_path: Path, monkeypatch, capsys) -> 
     assert row["stage"] == "baseline" and row["pictures"] == 2
     assert row["random_it_s"] > 0 and row["real_it_s"] > 0
     assert row["real_share"] == pytest.approx(row["real_it_s"] / row["random_it_s"], rel=0.05)
+
+
+def test_the_host_free_bottleneck_gives_compressais_results() -> None:
+    from compressai.entropy_models import EntropyBottleneck
+
+    from fusioncodec.nets.latent import HostFreeBottleneck
+
+    torch.manual_seed(0)
+    ours = HostFreeBottleneck(6)
+    theirs = EntropyBottleneck(6)
+    theirs.load_state_dict(ours.state_dict())
+    z = torch.randn(2, 6, 5, 7) * 3
+    for training in (False, True):
+        torch.manual_seed(1)
+        a = ours(z, training)
+        torch.manual_seed(1)
+        b = theirs(z, training)
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))

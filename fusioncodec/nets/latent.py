@@ -42,6 +42,29 @@ SLICE_CHANNELS = 64
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
 
+class HostFreeBottleneck(EntropyBottleneck):
+    """compressai's factorized prior, whose forward never waits for the device.
+
+    compressai 1.2.8 builds the axis permutation of ``EntropyBottleneck.forward`` as a device
+    tensor and unpacks it, a host-device round trip per call (per training step on a GPU);
+    here it is a tuple of ints. Same parameters, buffers and results.
+    """
+
+    def forward(self, x: Tensor, training: bool | None = None) -> tuple[Tensor, Tensor]:
+        training = self.training if training is None else training
+        perm = (1, 0, *range(2, x.ndim))  # B x C x ... <-> C x B x ... (its own inverse)
+        x = x.permute(*perm).contiguous()
+        shape = x.size()
+        values = x.reshape(x.size(0), 1, -1)
+        mode = "noise" if training else "dequantize"
+        outputs = self.quantize(values, mode, self._get_medians())
+        likelihood, _, _ = self._likelihood(outputs)
+        if self.use_likelihood_bound:
+            likelihood = self.likelihood_lower_bound(likelihood)
+        outputs = outputs.reshape(shape).permute(*perm).contiguous()
+        return outputs, likelihood.reshape(shape).permute(*perm).contiguous()
+
+
 def scale_table() -> Tensor:
     """The 64 log-spaced Gaussian scales whose CDFs are tabulated."""
     return torch.exp(torch.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS))
@@ -110,7 +133,7 @@ class SliceLatentCodec(nn.Module):
             )
             nn.init.zeros_(self.context[-1].weight)  # starts as the unconditioned model
             nn.init.zeros_(self.context[-1].bias)
-        self.entropy_bottleneck = EntropyBottleneck(z_channels)
+        self.entropy_bottleneck = HostFreeBottleneck(z_channels)
         self.gaussian_conditional = GaussianConditional(None)
         self._tables: tuple[CategoricalTables, CategoricalTables] | None = None
 

@@ -3,6 +3,7 @@ quality sampling and weighting that give every quality its share of training."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -26,9 +27,15 @@ def edge_mse(x_hat: Tensor, x: Tensor, mask: Tensor) -> Tensor:
     return err.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1.0)
 
 
+@functools.cache
+def _log_lambdas(lambdas: tuple[float, ...], device: torch.device) -> Tensor:
+    """log(lambdas) on ``device``, made once (a copy to a GPU per step would wait for it)."""
+    return torch.tensor(lambdas, dtype=torch.float32).log().to(device)
+
+
 def lambda_at(lambdas: list[float], q: Tensor) -> Tensor:
     """Lambda for continuous quality index q in [0, levels-1] (geometric interpolation)."""
-    table = torch.tensor(lambdas, dtype=torch.float32, device=q.device).log()
+    table = _log_lambdas(tuple(lambdas), q.device)
     q = q.clamp(0, len(lambdas) - 1)
     lo = q.floor().clamp(max=len(lambdas) - 2).long()
     t = q - lo

@@ -136,8 +136,9 @@ def optimise(
     optimizer.zero_grad(set_to_none=True)
     (losses["loss"] + losses["aux"]).backward()
     norm = torch.nn.utils.clip_grad_norm_(main, 1.0)
-    aux_norm = torch.nn.utils.get_total_norm([q.grad for q in quantiles if q.grad is not None])
-    bad = ~(torch.isfinite(norm) & torch.isfinite(aux_norm.to(norm.device)))
+    bad = ~torch.isfinite(norm)
+    if aux_grads := [q.grad for q in quantiles if q.grad is not None]:
+        bad = bad | ~torch.isfinite(torch.nn.utils.get_total_norm(aux_grads))
     optimizer.found_inf = bad.float()  # read by the fused step (as torch's GradScaler does)
     optimizer.step()
     return bad
