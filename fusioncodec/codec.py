@@ -28,20 +28,25 @@ from fusioncodec.coding import RangeDecoder, RangeEncoder
 from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
-from fusioncodec.image import padded, to_image, to_tensor, upright_srgb
+from fusioncodec.image import padded, pixel_reader, pixel_writer, to_rgb_array, upright_srgb
 from fusioncodec.nets import STRIDE, ScalableCodec
 from fusioncodec.nets.latent import SliceLatentCodec
+from fusioncodec.nets.tiling import for_tiles, run_tiled
 from fusioncodec.weights import LoadedModel, WeightsError, load
 
 DEFAULT_QUALITY = 4.0
-MAX_CODEC_PIXELS = 40_000_000  # the transforms hold ~300 bytes per pixel at their peak
+MAX_CODEC_PIXELS = 100_000_000  # tiled: about 3 GB at the peak for 100 MP (docs/FORMAT.md)
+Y_STRIDE = STRIDE // 4  # pixels per latent (y) position
+# The float transforms run in tiles of 64 x 64 latent positions (1024 px) grown by 4 on each
+# side (their receptive field is under 2): a picture up to 1024 px is one call, as before.
+TRANSFORM_TILE, TRANSFORM_HALO = 64, 4
 
 
 def check_size(width: int, height: int) -> None:
     """Refuse images whose transforms would not fit in memory (before allocating)."""
     if width * height > MAX_CODEC_PIXELS:
         raise ArgumentError(
-            f"image of {width}x{height} is too large to code in one piece "
+            f"image of {width}x{height} is too large to code "
             f"(at most {MAX_CODEC_PIXELS // 1_000_000} megapixels)"
         )
 
@@ -111,6 +116,47 @@ def level_position(quality: float, device: torch.device) -> torch.Tensor:
 def _as_layout(x: torch.Tensor) -> torch.Tensor:
     """Image-sized tensors in channels_last: the float transforms run ~1.5x faster so."""
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def latent_grid(width: int, height: int) -> tuple[int, int]:
+    """Rows and columns of latent (y) positions of a picture of this size."""
+    return padded(height) // Y_STRIDE, padded(width) // Y_STRIDE
+
+
+def analyze(
+    network: torch.nn.Module,
+    pixels: np.ndarray,
+    device: torch.device,
+    y_machine: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """An analysis transform over a picture (HxWx3 uint8), tile by tile; with ``y_machine``
+    the network takes (pixels, machine latent) as the additional layer's analysis does."""
+    read = pixel_reader(pixels, device, Y_STRIDE)
+    grid = latent_grid(pixels.shape[1], pixels.shape[0])
+    if y_machine is None:
+        return run_tiled(network, read, grid, TRANSFORM_TILE, TRANSFORM_HALO)
+    return run_tiled(
+        lambda t: network(*t),
+        lambda r0, r1, c0, c1: (read(r0, r1, c0, c1), y_machine[..., r0:r1, c0:c1]),
+        grid,
+        TRANSFORM_TILE,
+        TRANSFORM_HALO,
+    )
+
+
+def synthesize(network: torch.nn.Module, y: torch.Tensor, width: int, height: int) -> Image.Image:
+    """A synthesis transform over a latent, tile by tile, into an 8-bit RGB picture."""
+    out = np.empty((height, width, 3), np.uint8)
+    for_tiles(
+        network,
+        lambda r0, r1, c0, c1: _as_layout(y[..., r0:r1, c0:c1]),
+        tuple(y.shape[-2:]),
+        TRANSFORM_TILE,
+        TRANSFORM_HALO,
+        pixel_writer(out, Y_STRIDE),
+        scale_out=Y_STRIDE,
+    )
+    return Image.fromarray(out, "RGB")
 
 
 _BINDING_MODEL = Uniform(1 << 16)
@@ -251,7 +297,7 @@ class Codec:
         """Code ``image`` into ``.fcb`` bytes.
 
         ``image``: a PIL image, a path, encoded image bytes or a binary file (any mode and
-        size up to 40 MP; EXIF orientation and ICC colours applied).  ``layers``:
+        size up to 100 MP; EXIF orientation and ICC colours applied).  ``layers``:
         ``("machine",)`` or ``("machine", "human")``.  ``quality`` (machine layer) and
         ``human_quality`` (default: ``quality``) are continuous in ``1..8``; higher is
         better and larger.  Raises :class:`ArgumentError` for an argument out of range
@@ -272,17 +318,18 @@ class Codec:
         image = upright_srgb(image)
         width, height = image.size
         m = self.model.config.m
-        x = _as_layout(to_tensor(image, self.device))
+        pixels = to_rgb_array(image)
+        del image
         machine, y_machine = encode_payload(
             self.model.machine.latent,
-            self.model.machine.g_a(x),
+            analyze(self.model.machine.g_a, pixels, self.device),
             q_machine,
             binding=layer_binding("machine", quality, width, height, m),
         )
         coded = [Layer("machine", quality, machine)]
         if "human" in layers:
             additional = self.model.additional
-            y_add = additional.analyze(x, y_machine)
+            y_add = analyze(additional.analyze, pixels, self.device, y_machine)
             binding = layer_binding("human", human_quality, width, height, m, machine)
             payload, _ = encode_payload(
                 additional.latent, y_add, q_human, additional.context(y_machine), binding
@@ -361,7 +408,7 @@ class Codec:
         container = self.check(data) if isinstance(data, Container) else self.parse(data)
         y = self.decode_latent(container, layer)
         synthesis = self.model.machine.g_s if layer == "machine" else self.model.human.g_s
-        return to_image(synthesis(_as_layout(y)), container.width, container.height)
+        return synthesize(synthesis, y, container.width, container.height)
 
 
 class SingleLayerRunner:
@@ -385,9 +432,10 @@ class SingleLayerRunner:
     def encode(self, image: Image.Image, quality: float) -> bytes:
         q = level_position(checked_quality(quality, self.levels), self.device)
         check_size(*image.size)
-        image = upright_srgb(image)
-        x = _as_layout(to_tensor(image, self.device))
-        payload, _ = encode_payload(self.model.latent, self.model.g_a(x), q)
+        pixels = to_rgb_array(upright_srgb(image))
+        payload, _ = encode_payload(
+            self.model.latent, analyze(self.model.g_a, pixels, self.device), q
+        )
         return payload
 
     @torch.no_grad()
@@ -396,4 +444,4 @@ class SingleLayerRunner:
         check_size(width, height)
         z_shape = (padded(height) // STRIDE, padded(width) // STRIDE)
         y = _decode_latent(self.model.latent, payload, z_shape, q, self.device)
-        return to_image(self.model.g_s(_as_layout(y)), width, height)
+        return synthesize(self.model.g_s, y, width, height)

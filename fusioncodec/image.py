@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -79,6 +80,43 @@ def to_tensor(image: Image.Image, device: torch.device) -> torch.Tensor:
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255).to(device)
     h, w = x.shape[-2:]
     return F.pad(x, (0, padded(w) - w, 0, padded(h) - h), mode="replicate")
+
+
+def pixel_reader(
+    pixels: np.ndarray, device: torch.device, unit: int = 16
+) -> Callable[[int, int, int, int], torch.Tensor]:
+    """Regions of the padded picture, as :func:`to_tensor` would give them, one at a time.
+
+    ``read(r0, r1, c0, c1)`` is rows ``unit * r0 : unit * r1`` and columns
+    ``unit * c0 : unit * c1`` of the picture padded to a multiple of STRIDE by repeating its
+    edge: a 1x3xHxW float tensor in [0, 1] on ``device``.
+    """
+    h, w = pixels.shape[:2]
+
+    def read(r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        rows = np.minimum(np.arange(unit * r0, unit * r1), h - 1)
+        cols = np.minimum(np.arange(unit * c0, unit * c1), w - 1)
+        region = pixels[rows[:, None], cols[None, :]]
+        x = torch.from_numpy(region).permute(2, 0, 1)[None].float().div_(255)
+        return x.to(device).contiguous(memory_format=torch.channels_last)
+
+    return read
+
+
+def pixel_writer(out: np.ndarray, unit: int = 16) -> Callable[..., None]:
+    """Writes 1x3xHxW float tiles at grid position (r0, c0) (``unit`` px per grid unit) into
+    an 8-bit HxWx3 array, rounded as :func:`to_image` does and cropped to the array."""
+    h, w = out.shape[:2]
+
+    def write(r0: int, r1: int, c0: int, c1: int, x: torch.Tensor) -> None:
+        top, left = unit * r0, unit * c0
+        rows, cols = min(h - top, x.shape[-2]), min(w - left, x.shape[-1])
+        if rows <= 0 or cols <= 0:
+            return
+        x = x[0, :, :rows, :cols].clamp(0, 1).mul(255).round().byte()
+        out[top : top + rows, left : left + cols] = x.permute(1, 2, 0).cpu().numpy()
+
+    return write
 
 
 def padded(side: int) -> int:

@@ -483,13 +483,14 @@ def test_too_large_images_are_refused_before_allocating(tiny_codec):
     from fusioncodec.codec import MAX_CODEC_PIXELS
     from fusioncodec.container import Container, Layer
 
-    # Only .size is read before the refusal, so a stand-in avoids allocating 40 MP here.
-    big = type("Big", (), {"size": (20_000, MAX_CODEC_PIXELS // 20_000 + 1)})()
+    # Only .size is read before the refusal, so a stand-in avoids allocating 100 MP here.
+    rows = MAX_CODEC_PIXELS // 20_000 + 1
+    big = type("Big", (), {"size": (20_000, rows)})()
     with pytest.raises(ValueError, match="too large"):
         tiny_codec.encode(big)
     container = Container(
         20_000,
-        2_001,
+        rows,
         tiny_codec.name,
         tiny_codec.identity,
         1,

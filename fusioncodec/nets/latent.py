@@ -32,6 +32,7 @@ from fusioncodec.nets.exact import (
     scale_thresholds,
     to_fixed,
 )
+from fusioncodec.nets.tiling import reader, run_tiled, tiled
 
 ensure_torchvision()
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
@@ -39,6 +40,9 @@ from compressai.models.utils import update_registered_buffers  # noqa: E402
 from compressai.ops import quantize_ste as ste_round  # noqa: E402
 
 SLICE_CHANNELS = 64
+# Tiles of the networks at latent resolution, in y positions (16 px) and z positions (64 px):
+# a few hundred MB at most for any picture size; a picture up to 2048 px is one tile.
+Y_TILE, Z_TILE = 128, 32
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
 
@@ -250,7 +254,7 @@ class SliceLatentCodec(nn.Module):
         """Range-code y (batch of one); returns the decoder's exact reconstruction of it."""
         z_tables, _ = self.tables()
         yg = y * self.gain.gain(q)
-        z = self.h_a(yg)
+        z = tiled(self.h_a, yg, Z_TILE, 3, scale_in=4)  # float: tiles differ by rounding only
         medians = self.entropy_bottleneck._get_medians()
         z_sym = torch.round(z - medians).cpu().numpy().ravel()
         z_values = z_tables.encode(encoder, z_sym, self._z_indexes(z.shape))
@@ -287,6 +291,12 @@ class SliceLatentCodec(nn.Module):
             z_values, None, q, context, decoder=decoder, echo=echo, words=words
         )
 
+    @staticmethod
+    def _slice_params(net: nn.Sequential, inputs: Tensor, thresholds: Tensor) -> Tensor:
+        """Means (fixed point) and scale-table indexes of one slice, stacked as channels."""
+        means, scales = run_exact(net, inputs).chunk(2, 1)
+        return torch.cat([means, scale_indexes(scales, thresholds).to(means)], 1)
+
     def _code_slices(
         self,
         z_values: Tensor,
@@ -308,35 +318,73 @@ class SliceLatentCodec(nn.Module):
         device = z_values.device
         medians = to_fixed(self.entropy_bottleneck._get_medians().to(device))
         z_hat = (z_values.double() * (1 << FRAC) + medians).clamp_(-ACT_LIMIT, ACT_LIMIT)
-        hyper = run_exact(self.h_s, z_hat)
+        grid = (4 * z_hat.shape[-2], 4 * z_hat.shape[-1])  # y positions
+        # Exact values are stored as int32 (|a| < 2**31) and the networks run in tiles: an
+        # integer network gives the same numbers in any tiling (nets.tiling).
+        hyper = tiled(
+            lambda t: run_exact(self.h_s, t), z_hat, Z_TILE, 2, scale_out=4, dtype=torch.int32
+        )
         if self.context is not None:
             if context is None:
                 raise ValueError("this latent codec is conditioned: give its context")
-            hyper = (hyper + run_exact(self.context, to_fixed(context))).clamp_(
-                -ACT_LIMIT, ACT_LIMIT
+            from_context = tiled(
+                lambda t: run_exact(self.context, to_fixed(t)),
+                context,
+                Y_TILE,
+                2,
+                dtype=torch.int32,
             )
+            hyper = (hyper + from_context).clamp_(-ACT_LIMIT, ACT_LIMIT)
+            del from_context
         thresholds = scale_thresholds(self.gaussian_conditional.scale_table).to(device)
-        y_slices = yg.chunk(self.slices, 1) if yg is not None else [None] * self.slices
-        decoded: list[Tensor] = []  # exact fixed-point values, unclamped
-        inputs: list[Tensor] = []  # the same, clamped for the networks
-        for i, y_slice in enumerate(y_slices):
-            means, scales = run_exact(self.param_nets[i], torch.cat([hyper, *inputs], 1)).chunk(
-                2, 1
+        gains = self.gain.inverse_exact(float(q.item())).to(device)
+        y_hat = torch.empty((1, self.channels, *grid), dtype=torch.float32, device=device)
+        decoded: list[Tensor] = []  # exact fixed-point values (int32), unclamped
+
+        def with_inputs(t: Tensor) -> Tensor:
+            """hyper + the decoded slices, clamped for the networks (float64 holding ints)."""
+            return torch.cat([t[:, :hc], t[:, hc:].clamp_(-ACT_LIMIT, ACT_LIMIT)], 1)
+
+        hc = hyper.shape[1]
+        for i in range(self.slices):
+            params = run_tiled(
+                lambda t, net=self.param_nets[i]: self._slice_params(
+                    net, with_inputs(t), thresholds
+                ),
+                reader(hyper, *decoded),
+                grid,
+                Y_TILE,
+                2,
+                dtype=torch.int32,
             )
-            indexes = scale_indexes(scales, thresholds).cpu().numpy().ravel()
+            means, indexes = params[:, :SLICE_CHANNELS], params[:, SLICE_CHANNELS:]
+            del params
+            flat_indexes = indexes.cpu().numpy().ravel()
             if encoder is not None:
-                symbols = torch.round(y_slice.double() - from_fixed(means)).cpu().numpy().ravel()
-                values = y_tables.encode(encoder, symbols, indexes)
+                assert yg is not None
+                y_slice = yg[:, i * SLICE_CHANNELS : (i + 1) * SLICE_CHANNELS]
+                symbols = torch.round(y_slice.double() - from_fixed(means.double()))
+                values = y_tables.encode(encoder, symbols.cpu().numpy().ravel(), flat_indexes)
+                del symbols
             else:
-                values = y_tables.decode(decoder, indexes)
+                values = y_tables.decode(decoder, flat_indexes)
                 if echo is not None:
-                    y_tables.encode(echo, values, indexes)
+                    y_tables.encode(echo, values, flat_indexes)
                     _check_words(echo, words)
-            values = torch.from_numpy(values.reshape(means.shape)).to(device, torch.float64)
-            decoded.append(values * (1 << FRAC) + means)
-            inputs.append(decoded[-1].clamp(-ACT_LIMIT, ACT_LIMIT))
-            lrp = run_exact(self.lrp_nets[i], torch.cat([hyper, *inputs], 1))
-            decoded[-1] = decoded[-1] + half_tanh(lrp)
-            inputs[-1] = decoded[-1].clamp(-ACT_LIMIT, ACT_LIMIT)
-        y_hat = from_fixed(torch.cat(decoded, 1)) * self.gain.inverse_exact(float(q.item()))
-        return y_hat.float()
+            del indexes, flat_indexes
+            values = torch.from_numpy(values.reshape(means.shape)).to(device, torch.int64)
+            decoded.append((values * (1 << FRAC) + means).to(torch.int32))
+            del values, means
+            lrp = run_tiled(
+                lambda t, net=self.lrp_nets[i]: half_tanh(run_exact(net, with_inputs(t))),
+                reader(hyper, *decoded),
+                grid,
+                Y_TILE,
+                2,
+                dtype=torch.int32,
+            )
+            decoded[-1] += lrp
+            del lrp
+            part = slice(i * SLICE_CHANNELS, (i + 1) * SLICE_CHANNELS)
+            y_hat[:, part] = (from_fixed(decoded[-1].double()) * gains[:, part]).float()
+        return y_hat
