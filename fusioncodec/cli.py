@@ -616,12 +616,15 @@ def open_image(data: bytes, name: str) -> Image.Image:
     """Decode image bytes with Pillow, fully (truncated files fail here), as a FileError."""
     from PIL import Image, UnidentifiedImageError
 
+    from fusioncodec.codec import MAX_CODEC_PIXELS
     from fusioncodec.image import enable_optional_formats
 
     enable_optional_formats()
+    limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_CODEC_PIXELS  # what the codec takes, not Pillow's 89 MP
             image = Image.open(io.BytesIO(data))
             image.load()
     except UnidentifiedImageError:
@@ -630,6 +633,8 @@ def open_image(data: bytes, name: str) -> Image.Image:
         raise FileError(f"{name}: image too large ({error_reason(exc)})") from None
     except Exception as exc:  # Pillow's plugins raise many types on corrupt data
         raise FileError(f"{name}: cannot read image ({error_reason(exc)})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     width, height = image.size
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
         raise FileError(

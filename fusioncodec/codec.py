@@ -392,7 +392,7 @@ class Codec:
             self.model.additional.context(y_machine),
             layer_binding("human", needed[1].quality, *size, machine.payload),
         )
-        return self.model.human.fusion(y_machine, y_add)
+        return self.model.human.fusion.fuse_(y_machine, y_add)
 
     @torch.no_grad()
     def decode(self, data: FcbSource, layer: str = "human") -> Image.Image:

@@ -388,11 +388,18 @@ def test_other_model_and_misc_errors(work: Path, tiny_weights: Path, other_weigh
 
 
 def test_decompression_bomb(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pictures over the codec's limit are refused while Pillow reads them (its own, lower
+    default limit does not apply: the codec takes up to 100 MP)."""
+    import fusioncodec.codec
+
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    ok(run(["encode", work / "a.png", "-o", work / "fine.fcb"]))  # 1200 pixels
+    monkeypatch.setattr(fusioncodec.codec, "MAX_CODEC_PIXELS", 1000)
     for stem in ("a", "b"):  # 1200 pixels: Pillow warns; 3072: Pillow refuses
         res = run(["encode", work / f"{stem}.png", "-o", work / "bomb.fcb"])
         assert_one_line_error(res, "image too large")
     assert not (work / "bomb.fcb").exists()
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's setting is left as it was
 
 
 def test_main_hides_internal_errors(

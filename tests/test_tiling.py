@@ -98,3 +98,12 @@ def test_the_size_limit_is_100_megapixels(tiny_codec) -> None:
     codec_module.check_size(10_000, 10_000)
     with pytest.raises(ValueError, match="at most 100 megapixels"):
         codec_module.check_size(10_000, 10_001)
+
+
+def test_fusion_in_place_gives_the_fused_latent() -> None:
+    from fusioncodec.nets.codecs import SliceFusion
+
+    fusion = SliceFusion(2)
+    machine, additional = torch.randn(1, 5 * 64, 3, 4), torch.randn(1, 2 * 64, 3, 4)
+    want = fusion(machine, additional)
+    assert torch.equal(fusion.fuse_(machine.clone(), additional), want)

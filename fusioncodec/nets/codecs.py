@@ -92,6 +92,11 @@ class SliceFusion(nn.Module):
         k = self.m * SLICE_CHANNELS
         return torch.cat([machine[:, :k] + additional, machine[:, k:]], 1)
 
+    def fuse_(self, machine: Tensor, additional: Tensor) -> Tensor:
+        """:meth:`forward` into ``machine`` itself (the same numbers, no second latent)."""
+        machine[:, : self.m * SLICE_CHANNELS] += additional
+        return machine
+
 
 class HumanDecoder(nn.Module):
     """Fusion followed by the human synthesis transform."""

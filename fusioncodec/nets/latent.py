@@ -253,13 +253,13 @@ class SliceLatentCodec(nn.Module):
     ) -> Tensor:
         """Range-code y (batch of one); returns the decoder's exact reconstruction of it."""
         z_tables, _ = self.tables()
-        yg = y * self.gain.gain(q)
-        z = tiled(self.h_a, yg, Z_TILE, 3, scale_in=4)  # float: tiles differ by rounding only
+        gain = self.gain.gain(q)  # y * gain is formed a tile or a slice at a time, never whole
+        z = tiled(lambda t: self.h_a(t * gain), y, Z_TILE, 3, scale_in=4)  # float: rounding only
         medians = self.entropy_bottleneck._get_medians()
         z_sym = torch.round(z - medians).cpu().numpy().ravel()
         z_values = z_tables.encode(encoder, z_sym, self._z_indexes(z.shape))
         z_values = torch.from_numpy(z_values.reshape(z.shape)).to(z.device)
-        return self._code_slices(z_values, yg, q, context, encoder=encoder)
+        return self._code_slices(z_values, (y, gain), q, context, encoder=encoder)
 
     @torch.no_grad()
     def decompress(
@@ -300,7 +300,7 @@ class SliceLatentCodec(nn.Module):
     def _code_slices(
         self,
         z_values: Tensor,
-        yg: Tensor | None,
+        scaled: tuple[Tensor, Tensor] | None,
         q: Tensor,
         context: Tensor | None,
         encoder: RangeEncoder | None = None,
@@ -310,8 +310,9 @@ class SliceLatentCodec(nn.Module):
     ) -> Tensor:
         """Code y slice by slice in fixed point (see :mod:`fusioncodec.nets.exact`).
 
-        The decoded latent is exact; the returned float32 tensor (gain removed) is computed
-        from it by correctly rounded IEEE operations only, so it is bit-identical on every
+        ``scaled``: the encoder's (y, gain); y times gain is what is coded. The decoded
+        latent is exact; the returned float32 tensor (gain removed) is computed from it by
+        correctly rounded IEEE operations only, so it is bit-identical on every
         device, and so is anything conditioned on it.
         """
         _, y_tables = self.tables()
@@ -361,8 +362,9 @@ class SliceLatentCodec(nn.Module):
             del params
             flat_indexes = indexes.cpu().numpy().ravel()
             if encoder is not None:
-                assert yg is not None
-                y_slice = yg[:, i * SLICE_CHANNELS : (i + 1) * SLICE_CHANNELS]
+                assert scaled is not None
+                part = slice(i * SLICE_CHANNELS, (i + 1) * SLICE_CHANNELS)
+                y_slice = scaled[0][:, part] * scaled[1][:, part]  # as (y * gain)[:, part]
                 symbols = torch.round(y_slice.double() - from_fixed(means.double()))
                 values = y_tables.encode(encoder, symbols.cpu().numpy().ravel(), flat_indexes)
                 del symbols

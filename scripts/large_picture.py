@@ -1,0 +1,95 @@
+"""Peak memory and time of coding a large picture, tiled (the default) or in one piece.
+
+    python scripts/large_picture.py --size 4096x4096 --out runs/large [--untiled]
+
+Makes a WIDTHxHEIGHT picture from a photo (Lanczos resize of --source, default Kodak's
+kodim23), then in separate processes encodes it (both layers, --quality) and decodes each
+layer, printing one JSON line per step: seconds, peak resident memory (MB, ru_maxrss of that
+process), bpp and, for decodes, PSNR against the picture. ``--untiled`` makes every tile
+larger than the picture: the coding before 0.3, for comparison on a picture that fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(os.environ.get("FUSIONCODEC_SHARED", "../shared"))
+
+
+def untile() -> None:
+    from fusioncodec import codec
+    from fusioncodec.nets import latent
+
+    codec.TRANSFORM_TILE = latent.Y_TILE = latent.Z_TILE = 1 << 20
+
+
+def step(args: argparse.Namespace) -> dict:
+    """One step in this process (encode, or decode of one layer)."""
+    import numpy as np
+    from PIL import Image
+
+    import fusioncodec
+    from fusioncodec.eval.metrics import psnr_rgb
+
+    Image.MAX_IMAGE_PIXELS = None  # our own picture
+    if args.untiled:
+        untile()
+    codec = fusioncodec.load(device="cpu")
+    start = time.perf_counter()
+    row: dict = {"step": args.step, "tiled": not args.untiled}
+    if args.step == "encode":
+        data = codec.encode(args.picture, quality=args.quality)
+        args.fcb.write_bytes(data)
+        w, h = Image.open(args.picture).size
+        row |= {"bpp": round(8 * len(data) / (w * h), 4)}
+    else:
+        decoded = codec.decode(args.fcb, args.step)
+        seconds = time.perf_counter() - start
+        picture = np.asarray(Image.open(args.picture).convert("RGB"))
+        row |= {"psnr": round(psnr_rgb(picture, np.asarray(decoded)), 3)}
+        start = time.perf_counter() - seconds
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="4096x4096")
+    parser.add_argument("--source", type=Path, default=SHARED / "data/kodak/kodim23.png")
+    parser.add_argument("--out", type=Path, default=Path("runs/large"))
+    parser.add_argument("--quality", type=float, default=4.0)
+    parser.add_argument("--untiled", action="store_true")
+    parser.add_argument("--step", choices=["encode", "machine", "human"])
+    parser.add_argument("--picture", type=Path)
+    parser.add_argument("--fcb", type=Path)
+    args = parser.parse_args()
+    if args.step:
+        print(json.dumps(step(args)), flush=True)
+        return
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    picture = args.out / f"{width}x{height}.png"
+    if not picture.exists():
+        with Image.open(args.source) as im:
+            im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS).save(picture)
+    fcb = args.out / f"{width}x{height}{'-untiled' if args.untiled else ''}.fcb"
+    common = ["--picture", str(picture), "--fcb", str(fcb), "--quality", str(args.quality)]
+    common += ["--untiled"] if args.untiled else []
+    for name in ("encode", "machine", "human"):
+        run = [sys.executable, __file__, "--step", name, *common]
+        print(subprocess.run(run, check=True, capture_output=True, text=True).stdout.strip())
+
+
+if __name__ == "__main__":
+    main()
