@@ -71,7 +71,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGBA", "LA"):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # one copy
 
 
 def to_tensor(image: Image.Image, device: torch.device) -> torch.Tensor:

@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/large"))
     parser.add_argument("--quality", type=float, default=4.0)
     parser.add_argument("--untiled", action="store_true")
+    parser.add_argument("--steps", default="encode,machine,human", help="which steps to run")
     parser.add_argument("--step", choices=["encode", "machine", "human"])
     parser.add_argument("--picture", type=Path)
     parser.add_argument("--fcb", type=Path)
@@ -86,7 +87,7 @@ def main() -> None:
     fcb = args.out / f"{width}x{height}{'-untiled' if args.untiled else ''}.fcb"
     common = ["--picture", str(picture), "--fcb", str(fcb), "--quality", str(args.quality)]
     common += ["--untiled"] if args.untiled else []
-    for name in ("encode", "machine", "human"):
+    for name in args.steps.split(","):
         run = [sys.executable, __file__, "--step", name, *common]
         print(subprocess.run(run, check=True, capture_output=True, text=True).stdout.strip())
 
