@@ -146,7 +146,7 @@ def analyze(
 
 def synthesize(network: torch.nn.Module, y: torch.Tensor, width: int, height: int) -> Image.Image:
     """A synthesis transform over a latent, tile by tile, into an 8-bit RGB picture."""
-    out = np.empty((height, width, 3), np.uint8)
+    out = Image.new("RGB", (width, height))
     for_tiles(
         network,
         lambda r0, r1, c0, c1: _as_layout(y[..., r0:r1, c0:c1]),
@@ -156,7 +156,7 @@ def synthesize(network: torch.nn.Module, y: torch.Tensor, width: int, height: in
         pixel_writer(out, Y_STRIDE),
         scale_out=Y_STRIDE,
     )
-    return Image.fromarray(out, "RGB")
+    return out
 
 
 _BINDING_MODEL = Uniform(1 << 16)
@@ -188,7 +188,7 @@ def latent_check(y_hat: torch.Tensor) -> int:
     """CRC-32 of the decoded latent's float32 bytes (little-endian, NCHW), which are the same
     on every device: the value that ends every payload."""
     array = np.ascontiguousarray(y_hat.detach().cpu().numpy(), dtype="<f4")
-    return zlib.crc32(array.tobytes())
+    return zlib.crc32(array)  # read in place: no copy of a latent that may be 500 MB
 
 
 def encode_payload(

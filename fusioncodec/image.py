@@ -103,10 +103,10 @@ def pixel_reader(
     return read
 
 
-def pixel_writer(out: np.ndarray, unit: int = 16) -> Callable[..., None]:
-    """Writes 1x3xHxW float tiles at grid position (r0, c0) (``unit`` px per grid unit) into
-    an 8-bit HxWx3 array, rounded as :func:`to_image` does and cropped to the array."""
-    h, w = out.shape[:2]
+def pixel_writer(out: Image.Image, unit: int = 16) -> Callable[..., None]:
+    """Pastes 1x3xHxW float tiles at grid position (r0, c0) (``unit`` px per grid unit) into
+    an RGB picture, rounded as :func:`to_image` does and cropped to the picture."""
+    w, h = out.size
 
     def write(r0: int, r1: int, c0: int, c1: int, x: torch.Tensor) -> None:
         top, left = unit * r0, unit * c0
@@ -114,7 +114,7 @@ def pixel_writer(out: np.ndarray, unit: int = 16) -> Callable[..., None]:
         if rows <= 0 or cols <= 0:
             return
         x = x[0, :, :rows, :cols].clamp(0, 1).mul(255).round().byte()
-        out[top : top + rows, left : left + cols] = x.permute(1, 2, 0).cpu().numpy()
+        out.paste(Image.fromarray(x.permute(1, 2, 0).cpu().numpy(), "RGB"), (left, top))
 
     return write
 

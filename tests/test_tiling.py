@@ -50,12 +50,12 @@ def test_pixel_tiles_are_the_padded_tensor_and_write_back_the_picture() -> None:
     read = pixel_reader(pixels, torch.device("cpu"), 16)
     assert torch.equal(read(0, 8, 0, 8), whole)
     assert torch.equal(read(2, 5, 3, 8), whole[..., 32:80, 48:128])
-    out = np.zeros_like(pixels)
+    out = Image.new("RGB", (90, 70))
     write = pixel_writer(out, 16)
     for r0, r1 in spans(8, 3):
         for c0, c1 in spans(8, 3):
             write(r0, r1, c0, c1, read(r0, r1, c0, c1))
-    assert np.array_equal(out, pixels)
+    assert np.array_equal(np.asarray(out), pixels)
     assert np.array_equal(np.asarray(to_image(whole, 90, 70)), pixels)
 
 
