@@ -1,6 +1,6 @@
 """Encode an image once, then decode what machines see and what people see.
 
-python examples/api_roundtrip.py examples/kodim23.png     # outputs in demo/
+python examples/api_roundtrip.py examples/street.png     # outputs in demo/
 """
 
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import fusioncodec
 
-source = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/kodim23.png")
+source = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/street.png")
 out = Path("demo")
 out.mkdir(exist_ok=True)
 data = fusioncodec.encode(source, quality=4)  # both layers, default shipped weights

@@ -42,7 +42,7 @@ def test_installed_wheel_codes_with_its_own_weights(tmp_path: Path) -> None:
     )  # fmt: skip
     work = tmp_path / "elsewhere"
     work.mkdir()
-    shutil.copy(ROOT / "examples" / "kodim23.png", work / "photo.png")
+    shutil.copy(ROOT / "examples" / "street.png", work / "photo.png")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONCODEC_")}
     env["PYTHONPATH"] = str(site)  # before the checkout's editable finder
     check = subprocess.run(
