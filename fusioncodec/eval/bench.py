@@ -26,8 +26,8 @@ What is measured, per device (CPU, and CUDA when torch sees one):
   a state-dict file is given; random weights give a representative transform speed but not
   a representative entropy-coding speed or size.
 - **train** (optional): training iterations per hour per stage at batch 8 x 256^2, each
-  step as in :func:`fusioncodec.train.loop.train` (``_step_losses``, backward, clipping,
-  Adam) on random data.
+  step as in :func:`fusioncodec.train.loop.train` (``step_losses`` and ``optimise`` of
+  :mod:`fusioncodec.train.step`: backward, clipping, fused Adam) on random data.
 
 A failing cold run (``fcodec encode`` exiting non-zero) fails the benchmark with the child's
 error line: the CLI is broken and its numbers would be meaningless.
