@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from fusioncodec.eval.metrics import bd_psnr, bd_rate
+from fusioncodec.metrics import bd_psnr, bd_rate
 from fusioncodec.nets import CodecConfig, ScalableCodec, count_parameters
 
 

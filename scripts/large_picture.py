@@ -37,7 +37,7 @@ def step(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     import fusioncodec
-    from fusioncodec.eval.metrics import psnr_rgb
+    from fusioncodec.metrics import psnr_rgb
 
     Image.MAX_IMAGE_PIXELS = None  # our own picture
     if args.untiled:

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fusioncodec import metrics
 from fusioncodec.codec import Codec, encode_payload, layer_binding
 from fusioncodec.container import Container, Layer
-from fusioncodec.eval import metrics, rd
+from fusioncodec.files import list_images
 from fusioncodec.image import to_tensor
 from fusioncodec.nets.latent import SliceLatentCodec, ste_round
 from fusioncodec.train.losses import lambda_at
@@ -99,7 +100,7 @@ def main() -> None:
     torch.set_num_threads(2)
     codec = Codec.from_file(args.weights, "cpu")
     codec.model.requires_grad_(False)
-    for _, path in rd.list_images(args.images, args.limit):
+    for _, path in list_images(args.images, args.limit):
         image = Image.open(path).convert("RGB")
         for quality in map(float, args.qualities.split(",")):
             r = refine(codec, image, quality, args.steps, args.lr)

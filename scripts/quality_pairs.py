@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fusioncodec import metrics
 from fusioncodec.codec import Codec
-from fusioncodec.eval import metrics, rd
+from fusioncodec.files import list_images
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     codec = Codec.from_file(args.weights, "cpu")
     grid = range(1, codec.levels + 1)
     records = []
-    for _, path in rd.list_images(args.images, args.limit):
+    for _, path in list_images(args.images, args.limit):
         image = Image.open(path).convert("RGB")
         ref = np.asarray(image)
         for qm in grid:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusioncodec.train.data import image_files
+from fusioncodec.files import image_files
 from fusioncodec.weights import load
 
 
@@ -37,7 +37,9 @@ def main() -> None:
     torch.set_num_threads(2)
     model = load(args.weights).model.eval()
     q = torch.tensor([args.quality - 1.0])
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in image_files(args.images)]
+    images = [
+        np.asarray(Image.open(p).convert("RGB")) for p in image_files(args.images, recursive=True)
+    ]
     images = images[: args.count]
     for size in (int(s) for s in args.sizes.split(",")):
         rows = []

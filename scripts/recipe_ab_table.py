@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from fusioncodec.eval import metrics
+from fusioncodec import metrics
 from fusioncodec.eval.rd import load_curve
 
 ORDER = ("shipped", "before", "data", "balance", "schedule", "recipe")

@@ -67,7 +67,7 @@ def coco(folder: Path) -> dict:
 def coco_layers(folder: Path, machine: Path) -> dict:
     """Detector mAP of the human layer and the baseline, and their BD-rate (mAP in place of
     PSNR) against the machine layer; negative: fewer bits than the machine layer."""
-    from fusioncodec.eval.metrics import bd_rate
+    from fusioncodec.metrics import bd_rate
 
     out: dict = {}
     for path in sorted(folder.glob("*_*.json")):

@@ -17,7 +17,8 @@ from click.testing import CliRunner, Result
 from helpers import assert_one_line_error, ok
 from PIL import Image
 
-from fusioncodec.cli import LayersType, cli
+from fusioncodec.cli import cli
+from fusioncodec.cli.common import LayersType
 from fusioncodec.container import Container
 from fusioncodec.nets import CodecConfig, ScalableCodec
 from fusioncodec.weights import export
@@ -406,11 +407,12 @@ def test_main_hides_internal_errors(
     data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import fusioncodec.cli as cli_module
+    import fusioncodec.cli.coding as coding
 
     def broken(*args: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(cli_module, "container_stats", broken)
+    monkeypatch.setattr(coding, "container_stats", broken)
     monkeypatch.delenv("FCODEC_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         cli_module.main(["info", str(data / "a.fcb")])

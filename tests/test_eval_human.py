@@ -16,8 +16,9 @@ from click.testing import CliRunner, Result
 from helpers import assert_one_line_error, ok
 from PIL import Image
 
+from fusioncodec import metrics
 from fusioncodec.cli import cli
-from fusioncodec.eval import classical, metrics, rd
+from fusioncodec.eval import classical, rd
 
 # --------------------------------------------------------------------------- helpers
 

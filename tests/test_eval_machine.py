@@ -17,9 +17,9 @@ from helpers import assert_one_line_error, ok
 from PIL import Image
 
 from fusioncodec.cli import cli
+from fusioncodec.cli.eval_machine import bpp_at_fraction
 from fusioncodec.eval import detectors as D
 from fusioncodec.eval.coco_map import CocoScorer, category_ids, load_coco, roundtrip
-from fusioncodec.eval.machine_cli import bpp_at_fraction
 
 STEMS = ("000000000009", "000000000025", "000000000030")
 
@@ -422,7 +422,7 @@ def test_plot_labels_only_the_bd_anchor_as_anchor(
     pytest.importorskip("matplotlib")
     import matplotlib.figure
 
-    from fusioncodec.eval.machine_cli import _plot
+    from fusioncodec.cli.eval_machine import _plot
 
     def curve(name: str) -> dict:
         return {

@@ -118,16 +118,10 @@ class BenchOptions:
 # --------------------------------------------------------------------------- inputs
 
 
-def default_shared() -> Path:
-    """``$FUSIONCODEC_SHARED``, else ``../shared`` beside the repository root."""
-    env = os.environ.get("FUSIONCODEC_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared"
-
-
 def default_image() -> Path:
-    return default_shared() / "data" / "kodak" / "kodim01.png"
+    from fusioncodec.files import shared_dir
+
+    return shared_dir() / "data" / "kodak" / "kodim01.png"
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×*]\s*(\d+)\s*$")

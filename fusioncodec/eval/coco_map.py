@@ -199,7 +199,7 @@ def roundtrip(image: Image.Image, codec: str, quality: int) -> tuple[int, Image.
 
 def psnr(a: Image.Image, b: Image.Image) -> float | None:
     """PSNR-RGB of two images of the same size (None if the sizes differ)."""
-    from fusioncodec.eval.metrics import psnr_rgb
+    from fusioncodec.metrics import psnr_rgb
 
     if a.size != b.size:
         return None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from fusioncodec.files import shared_dir
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,7 +43,6 @@ __all__ = [
     "postprocess",
     "preprocess",
     "resolve",
-    "shared_dir",
     "yolox",
 ]
 
@@ -397,14 +397,6 @@ def decode_fastestdet(
 
 
 # --------------------------------------------------------------------------- built-ins
-
-
-def shared_dir() -> Path:
-    """``$FUSIONCODEC_SHARED``, default ``../shared`` beside the repository root."""
-    env = os.environ.get("FUSIONCODEC_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared"
 
 
 def detectors_dir() -> Path:

@@ -25,7 +25,6 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from fusioncodec.eval import metrics
+from fusioncodec import metrics
 from fusioncodec.messages import one_line
 
 CODECS = ("fusioncodec", "fusioncodec-machine", "baseline", "jpeg", "webp", "avif", "hevc", "vvc")
@@ -49,7 +48,6 @@ LABELS = {
     "fusioncodec-machine": "fusioncodec (machine layer)",
     "baseline": "single-layer LIC (baseline)",
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm", ".tif", ".tiff", ".webp")
 CSV_COLUMNS = (
     "image",
     "codec",
@@ -96,21 +94,6 @@ class Task:
     @property
     def points(self) -> int:
         return sum(len(qualities) for _, qualities in self.plan)
-
-
-def list_images(folder: Path, limit: int = 0) -> list[tuple[str, Path]]:
-    """(key, path) of the images directly in ``folder``, sorted by name; keys are the stems
-    (the file names when two stems collide)."""
-    paths = sorted(
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
-    if limit > 0:
-        paths = paths[:limit]
-    stems = [p.stem for p in paths]
-    unique = len(set(stems)) == len(stems)
-    return [(p.stem if unique else p.name, p) for p in paths]
 
 
 def make_tasks(
@@ -581,22 +564,3 @@ def bd_markdown(
         "MS-SSIM in dB: -10 log10(1 - MS-SSIM)."
     )
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- files
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from fusioncodec.files import TEST_SETS, image_files
 from fusioncodec.train.edges import edge_band, mask_boundaries
 from fusioncodec.train.recipe import DEFAULT_SCALE, HELD_OUT_EVERY, SOURCES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-FORBIDDEN = ("kodak", "coco128")  # test sets: never trained on
+FORBIDDEN = TEST_SETS  # never trained on
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -62,7 +62,7 @@ def _coco(images_dir: Path, annotations: Path, skip: set[str]) -> list[tuple[Pat
 def _photos(root: Path) -> list[tuple[Path, np.ndarray]]:
     """Photos without edge annotations (sun80, held-out split left out): empty edge masks."""
     items = []
-    for path in split_held_out(image_files(root))[0]:
+    for path in split_held_out(image_files(root, recursive=True))[0]:
         with Image.open(path) as im:
             items.append((path, np.zeros((im.height, im.width), np.uint8)))
     return items
@@ -99,7 +99,7 @@ def split_held_out(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 
 def held_out_images(train_root: Path) -> list[Path]:
     """The sun80 photos never trained on: validation images for ``fcodec train --val held-out``."""
-    return split_held_out(image_files(train_root / "sun80"))[1]
+    return split_held_out(image_files(train_root / "sun80", recursive=True))[1]
 
 
 def annotated_sources(
@@ -310,10 +310,6 @@ def load_or_build(
     np.savez(tmp, **packed)
     tmp.replace(cache)
     return packed
-
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 __all__ = ["CropSampler", "Picture", "build_edge_dataset", "load_or_build", "pictures", "tqdm"]

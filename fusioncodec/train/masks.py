@@ -13,7 +13,7 @@ Thin edges are the pixels on either side of a mask boundary (:mod:`fusioncodec.t
 :func:`band` dilates them to ``EDGE_WIDTH`` pixels, the target the SA-ICM loss counts.
 :func:`make_masks` writes one ``<out>/<relative stem>.png`` (uint8 0/255, image size) per image
 and a ``manifest.jsonl`` (:func:`read_manifest`), skipping images already done with the same
-parameters.  No click here: ``fusioncodec.train.masks_cli`` is the ``fcodec masks`` command.
+parameters.  No click here: ``fusioncodec.cli.masks`` is the ``fcodec masks`` command.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from fusioncodec.files import TEST_SETS, is_image, write_atomic
 from fusioncodec.messages import error_reason
 from fusioncodec.train.edges import EDGE_WIDTH, edge_band, label_boundaries, mask_boundaries
 
@@ -79,9 +79,8 @@ DEFAULT_ALPHA = 0.78  # the reference trains with 0.78 and 0.93
 DEFAULT_STABILITY = 0.95  # segment-anything's default stability_score_thresh
 DEFAULT_POINTS_PER_SIDE = 32  # segment-anything's default grid (32 x 32 point prompts)
 MAP_SUFFIXES = {"labels": "_segments.png", "boundaries": "_boundaries.png"}
-FORBIDDEN = ("kodak", "coco128")  # test sets: never make training targets from them
+FORBIDDEN = TEST_SETS  # never make training targets from them
 MANIFEST = "manifest.jsonl"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 OVERLAY_COLOUR = (255, 0, 255)  # magenta: rare in photos, visible on dark and bright areas
 
 
@@ -372,7 +371,7 @@ def folder_items(
     skip = [p.resolve() for p in exclude]
     items, missing = [], 0
     for path in sorted(root.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if not is_image(path) or not path.is_file():
             continue
         if _is_map(path) or (map_suffix and path.name.endswith(map_suffix)):
             continue
@@ -426,18 +425,7 @@ def coco_items(coco: Any, images_dir: Path) -> tuple[list[Item], int]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data)
 
 
 def _png(array: np.ndarray) -> bytes:

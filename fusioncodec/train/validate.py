@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from fusioncodec.codec import Codec, SingleLayerRunner
-from fusioncodec.eval.metrics import bpp, psnr_rgb
+from fusioncodec.metrics import bpp, psnr_rgb
 from fusioncodec.weights import LoadedModel
 
 

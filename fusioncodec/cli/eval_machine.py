@@ -19,7 +19,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -30,14 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fusioncodec.cli import (
+from fusioncodec.cli.common import (
     CliError,
-    _show,
     baseline_loader,
     codec_loader,
     device_option,
+    show,
     weights_option,
 )
+from fusioncodec.files import is_image, shared_dir, write_atomic
 from fusioncodec.messages import error_reason
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     # (image, quality) -> (bytes counted for the rate, decoded image)
     Roundtrip = Callable[[Image.Image, float], tuple[int, Image.Image]]
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".avif"}
-IMAGE_EXTENSIONS |= {".heic", ".heif", ".jxl", ".pgm"}
 LEARNED = ("fusioncodec", "fusioncodec-human", "baseline")  # quality sweep: --qualities
 BUILTIN_CODECS = ("uncompressed", *LEARNED, "jpeg", "webp", "avif", "hevc")
 # Default quality sweeps: those of the shared coco128 anchors, so the curves line up.
@@ -128,8 +126,8 @@ def _image_files(directory: Path) -> list[Path]:
     try:
         entries = sorted(directory.iterdir())
     except OSError as exc:
-        raise CliError(f"{_show(directory)}: cannot list: {error_reason(exc)}") from None
-    return [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        raise CliError(f"{show(directory)}: cannot list: {error_reason(exc)}") from None
+    return [p for p in entries if is_image(p) and p.is_file()]
 
 
 def _match(files: Sequence[Path], stems: dict[str, int]) -> dict[int, Path]:
@@ -155,7 +153,7 @@ def _open(path: Path) -> Image.Image:
             image.load()
             return image.convert("RGB")
     except Exception as exc:  # Pillow's plugins raise many exception types
-        raise CliError(f"{_show(path)}: cannot read image ({error_reason(exc)})") from None
+        raise CliError(f"{show(path)}: cannot read image ({error_reason(exc)})") from None
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -167,20 +165,10 @@ def _finite(value: float | None) -> float | None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Write atomically (temporary file beside it, then rename)."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, data)
     except OSError as exc:
-        raise CliError(f"{_show(path)}: cannot write: {error_reason(exc)}") from None
+        raise CliError(f"{show(path)}: cannot write: {error_reason(exc)}") from None
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -290,9 +278,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CliError(f"{_show(path)}: cannot read: {error_reason(exc)}") from None
+        raise CliError(f"{show(path)}: cannot read: {error_reason(exc)}") from None
     except (ValueError, UnicodeDecodeError):
-        raise CliError(f"{_show(path)}: not valid JSON") from None
+        raise CliError(f"{show(path)}: not valid JSON") from None
 
 
 def _load_bpp(path: Path, stems: dict[str, int]) -> float | dict[int, float]:
@@ -305,7 +293,7 @@ def _load_bpp(path: Path, stems: dict[str, int]) -> float | dict[int, float]:
 
     def rate(value: float) -> float:
         if not (math.isfinite(value) and value > 0):
-            raise CliError(f"{_show(path)}: bpp must be a positive number, got {value}")
+            raise CliError(f"{show(path)}: bpp must be a positive number, got {value}")
         return float(value)
 
     if isinstance(data, int | float) and not isinstance(data, bool):
@@ -319,7 +307,7 @@ def _load_bpp(path: Path, stems: dict[str, int]) -> float | dict[int, float]:
             if key in stems:
                 per_image[stems[key]] = rate(value)
         return per_image
-    raise CliError(f'{_show(path)}: expected a number, {{"bpp": x}} or {{image name: bpp, ...}}')
+    raise CliError(f'{show(path)}: expected a number, {{"bpp": x}} or {{image name: bpp, ...}}')
 
 
 # --------------------------------------------------------------------------- anchors
@@ -329,13 +317,11 @@ def _read_anchor(path: Path) -> dict[str, Any]:
     data = _read_json(path)
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict) or not all(k in results for k in ("bpp", "map", "map50")):
-        raise CliError(f"{_show(path)}: not an mAP curve (needs results.bpp, .map, .map50)")
+        raise CliError(f"{show(path)}: not an mAP curve (needs results.bpp, .map, .map50)")
     return data
 
 
 def _anchor_dir() -> Path:
-    from fusioncodec.eval.detectors import shared_dir
-
     return shared_dir() / "anchors" / "coco128"
 
 
@@ -358,7 +344,7 @@ def _external_curves(spec: str, detector: str) -> list[tuple[str, dict[str, Any]
         return out
     if path.suffix.lower() == ".json" or path.is_file():
         if not path.is_file():
-            raise CliError(f"{_show(path)}: no such file")
+            raise CliError(f"{show(path)}: no such file")
         data = _read_anchor(path)
         if data.get("detector", detector) != detector:
             return []
@@ -587,7 +573,7 @@ def _bd_rows(
     n_images: int,
 ) -> list[dict[str, Any]]:
     """BD-rate rows of every coded curve against ``anchor`` (from :func:`_anchor_curve`)."""
-    from fusioncodec.eval.metrics import bd_rate
+    from fusioncodec.metrics import bd_rate
 
     rows = []
     for codec, data in curves.items():
@@ -807,15 +793,15 @@ def machine(
     # ---- check every option before any work
     images_path, ann_path, out_path = Path(images_dir), Path(annotations), Path(out_dir)
     if not images_path.is_dir():
-        raise CliError(f"{_show(images_path)}: no such directory (--images)")
+        raise CliError(f"{show(images_path)}: no such directory (--images)")
     if not ann_path.is_file():
-        raise CliError(f"{_show(ann_path)}: no such file (--annotations)")
+        raise CliError(f"{show(ann_path)}: no such file (--annotations)")
     if limit is not None and limit < 1:
         raise CliError(f"--limit must be at least 1, got {limit}")
     if jobs < 0:
         raise CliError(f"--jobs must be 0 (all cores) or more, got {jobs}")
     if out_path.exists() and not out_path.is_dir():
-        raise CliError(f"{_show(out_path)}: not a directory (--out)")
+        raise CliError(f"{show(out_path)}: not a directory (--out)")
     if not label or "/" in label or os.sep in label or label.startswith("."):
         raise CliError(f"--label {label!r}: use a plain name (it names output files)")
 
@@ -848,17 +834,17 @@ def machine(
         )
     for directory in decoded_dirs:
         if not Path(directory).is_dir():
-            raise CliError(f"{_show(directory)}: no such directory (--decoded)")
+            raise CliError(f"{show(directory)}: no such directory (--decoded)")
     for file in bpp_files:
         if not Path(file).is_file():
-            raise CliError(f"{_show(file)}: no such file (--bpp-json)")
+            raise CliError(f"{show(file)}: no such file (--bpp-json)")
 
     for spec in (anchor, *overlay):
         path = Path(spec)
         if path.is_file():
             _read_anchor(path)
         elif path.suffix.lower() == ".json" or (os.sep in spec and not path.is_dir()):
-            raise CliError(f"{_show(path)}: no such file (--anchor/--overlay)")
+            raise CliError(f"{show(path)}: no such file (--anchor/--overlay)")
 
     from fusioncodec.eval.coco_map import load_coco
     from fusioncodec.eval.detectors import DetectorError, resolve
@@ -879,19 +865,19 @@ def machine(
     except ValueError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
-        raise CliError(f"{_show(ann_path)}: cannot read: {error_reason(exc)}") from None
+        raise CliError(f"{show(ann_path)}: cannot read: {error_reason(exc)}") from None
     stems: dict[str, int] = {}
     for info in coco.dataset["images"]:
         stems.setdefault(Path(str(info.get("file_name", ""))).stem, int(info["id"]))
 
     files = _image_files(images_path)
     if not files:
-        raise CliError(f"{_show(images_path)}: no images in this folder")
+        raise CliError(f"{show(images_path)}: no images in this folder")
     matched = _match(files, stems)
     if not matched:
         raise CliError(
-            f"{_show(images_path)}: none of its {len(files)} images is listed in "
-            f"{_show(ann_path)} (matched by file-name stem)"
+            f"{show(images_path)}: none of its {len(files)} images is listed in "
+            f"{show(ann_path)} (matched by file-name stem)"
         )
     sources = sorted(
         (Source(i, p, _stem_key(p.name)) for i, p in matched.items()), key=lambda s: s.path.name
@@ -911,12 +897,12 @@ def machine(
         chosen = [s for s in sources if s.image_id in found]
         if not chosen:
             raise CliError(
-                f"{_show(directory)}: none of its images matches one of the {len(sources)} "
+                f"{show(directory)}: none of its images matches one of the {len(sources)} "
                 "images scored (matched by stem)"
             )
         if len(chosen) < len(sources):
             click.echo(
-                f"fcodec: warning: {_show(directory)} has {len(chosen)} of the "
+                f"fcodec: warning: {show(directory)} has {len(chosen)} of the "
                 f"{len(sources)} images; scoring those",
                 err=True,
             )
@@ -926,7 +912,7 @@ def machine(
             lacking = [s for s in chosen if s.image_id not in override]
             if lacking:
                 raise CliError(
-                    f"{_show(bpp_file)}: no bpp for {lacking[0].path.name} "
+                    f"{show(bpp_file)}: no bpp for {lacking[0].path.name} "
                     f"({len(lacking)} of the {len(chosen)} images lack one)"
                 )
         decoded_sets.append((Path(directory), chosen, found, override))
@@ -940,7 +926,7 @@ def machine(
         existing = [p for p in planned if (out_path / p).exists()]
         if existing:
             raise CliError(
-                f"{_show(out_path / existing[0])}: already exists (use --force to overwrite)"
+                f"{show(out_path / existing[0])}: already exists (use --force to overwrite)"
             )
     # fatal errors (weights, qualities) before any work
     get_codec = codec_loader(weights, device, fc_qualities)  # loaded once, on first use
@@ -957,10 +943,10 @@ def machine(
     try:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliError(f"{_show(out_path)}: cannot create directory: {error_reason(exc)}") from None
+        raise CliError(f"{show(out_path)}: cannot create directory: {error_reason(exc)}") from None
 
-    show = progress if progress is not None else sys.stderr.isatty()
-    sweep = Sweep(detectors, coco, sources, show)
+    show_bar = progress if progress is not None else sys.stderr.isatty()
+    sweep = Sweep(detectors, coco, sources, show_bar)
 
     # ---- measure
     def originals(
@@ -987,7 +973,7 @@ def machine(
                         n_bytes, decoded = roundtrip(image, q)
                     except (ValueError, RuntimeError, MemoryError) as exc:
                         raise CliError(
-                            f"{_show(source.path)}: {name} failed at quality {q:g}: "
+                            f"{show(source.path)}: {name} failed at quality {q:g}: "
                             f"{error_reason(exc)}"
                         ) from None
                     yield source, decoded.convert("RGB"), n_bytes, image
@@ -1009,7 +995,7 @@ def machine(
                         n_bytes, decoded = runner.roundtrip(image, q)
                     except (ValueError, OSError, RuntimeError) as exc:
                         raise CliError(
-                            f"{_show(source.path)}: {runner.name} failed at quality {q}: "
+                            f"{show(source.path)}: {runner.name} failed at quality {q}: "
                             f"{error_reason(exc)}"
                         ) from None
                     yield source, decoded, n_bytes, image
@@ -1031,7 +1017,7 @@ def machine(
             point = sweep.run_point(label, directory.name, third_party(), len(chosen), override)
             if override is None:
                 click.echo(
-                    f"fcodec: warning: no bpp for {_show(directory)} (give --bpp-json); "
+                    f"fcodec: warning: no bpp for {show(directory)} (give --bpp-json); "
                     "its point is left off the plot and BD-rates",
                     err=True,
                 )
@@ -1098,7 +1084,7 @@ def machine(
         click.echo(_bd_markdown(bd_rows).split("\n", 4)[4].rstrip())
     else:
         click.echo("no BD-rate: no coded curve other than the anchor")
-    click.echo(f"wrote {len(written)} files to {_show(out_path)}", err=True)
+    click.echo(f"wrote {len(written)} files to {show(out_path)}", err=True)
 
 
 def _report(point: Point, detectors: Sequence[str]) -> None:

@@ -25,15 +25,16 @@ from typing import Any
 
 import click
 
-from fusioncodec.cli import (
+from fusioncodec.cli.common import (
     CliError,
-    _show,
     device_option,
     force_option,
     progress_option,
+    show,
     weights_option,
 )
 from fusioncodec.eval import rd
+from fusioncodec.files import IMAGE_SUFFIXES, list_images, shared_dir, write_atomic
 from fusioncodec.messages import error_reason
 
 DEFAULT_CODECS = ("fusioncodec", "baseline", "jpeg", "webp", "avif", "hevc")
@@ -46,13 +47,6 @@ class _Notes(list):
     def show(self) -> None:
         for message in self:
             click.echo(f"fcodec: note: {message}", err=True)
-
-
-def _shared_dir() -> Path | None:
-    env = os.environ.get("FUSIONCODEC_SHARED")
-    candidates = [Path(env)] if env else []
-    candidates += [Path("../shared"), Path(__file__).resolve().parents[3] / "shared"]
-    return next((p for p in candidates if p.is_dir()), None)
 
 
 def _parse_list(text: str, what: str) -> list[float]:
@@ -141,14 +135,14 @@ def _model_card(path: Path, kind: str, explicit: bool, what: str) -> dict[str, A
 
     if not path.exists():
         if explicit:
-            raise CliError(f"{what}: weights not found: {_show(path)}")
+            raise CliError(f"{what}: weights not found: {show(path)}")
         return None
     try:
         card = read_card(path)
     except WeightsError as exc:
         raise CliError(str(exc)) from None
     if card.get("kind") != kind:
-        raise CliError(f"{_show(path)} is a {card.get('kind')} model, not a {kind} one ({what})")
+        raise CliError(f"{show(path)} is a {card.get('kind')} model, not a {kind} one ({what})")
     return card
 
 
@@ -174,7 +168,7 @@ def _check_images(images: list[tuple[str, Path]], scalable: bool) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from fusioncodec.container import MAX_PIXELS, MAX_SIDE
-    from fusioncodec.eval.metrics import MSSSIM_MIN_SIDE
+    from fusioncodec.metrics import MSSSIM_MIN_SIDE
 
     small = 0
     for _, path in images:
@@ -182,15 +176,15 @@ def _check_images(images: list[tuple[str, Path]], scalable: bool) -> int:
             with Image.open(path) as im:
                 width, height = im.size
         except UnidentifiedImageError:
-            raise CliError(f"{_show(path)}: not an image Pillow can read") from None
+            raise CliError(f"{show(path)}: not an image Pillow can read") from None
         except (OSError, ValueError) as exc:
-            raise CliError(f"{_show(path)}: cannot read image ({error_reason(exc)})") from None
+            raise CliError(f"{show(path)}: cannot read image ({error_reason(exc)})") from None
         if min(width, height) < MSSSIM_MIN_SIDE:
             small += 1
         if scalable and not (
             1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS
         ):
-            raise CliError(f"{_show(path)}: {width}x{height} is too large for a .fcb file")
+            raise CliError(f"{show(path)}: {width}x{height} is too large for a .fcb file")
     return small
 
 
@@ -327,7 +321,7 @@ def human(
     folder = Path(images)
     if not folder.is_dir():
         raise CliError(
-            f"{_show(images)}: {'not a directory' if folder.exists() else 'no such directory'}"
+            f"{show(images)}: {'not a directory' if folder.exists() else 'no such directory'}"
         )
     missing = [m for m in ("pytorch_msssim", "matplotlib") if importlib.util.find_spec(m) is None]
     if missing:
@@ -369,7 +363,7 @@ def human(
                 if codec in run:
                     run.remove(codec)
                     skipped.add(codec)
-                    notes.append(f"{codec} skipped: no weights at {_show(path)} (pass --weights)")
+                    notes.append(f"{codec} skipped: no weights at {show(path)} (pass --weights)")
         else:
             levels = _levels(card)
             checks = [(c, q) for c in rd.SCALABLE if c in run for q in qualities[c]]
@@ -396,7 +390,7 @@ def human(
         if card is None:
             run.remove("baseline")
             skipped.add("baseline")
-            notes.append(f"baseline skipped: no weights at {_show(path)} (pass --baseline-weights)")
+            notes.append(f"baseline skipped: no weights at {show(path)} (pass --baseline-weights)")
         else:
             levels = _levels(card)
             for q in qualities["baseline"]:
@@ -415,9 +409,9 @@ def human(
         raise CliError(f"no codec left to run: {'; '.join(notes)}")
 
     # ---- images
-    image_list = rd.list_images(folder, limit)
+    image_list = list_images(folder, limit)
     if not image_list:
-        raise CliError(f"{_show(images)}: no images ({', '.join(rd.IMAGE_SUFFIXES)})")
+        raise CliError(f"{show(images)}: no images ({', '.join(IMAGE_SUFFIXES)})")
     small = _check_images(image_list, any(c in run for c in rd.SCALABLE))
     if small:
         notes.append(
@@ -426,7 +420,7 @@ def human(
         )
 
     # ---- anchors and overlays (read now: fail before the sweep, not after)
-    shared = _shared_dir()
+    shared = shared_dir() if shared_dir().is_dir() else None
     taken = set(run)
     anchor_keys: list[str] = []
     externals: dict[str, rd.Curve] = {}
@@ -466,18 +460,18 @@ def human(
     # ---- output folder (checked before the sweep)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise CliError(f"{_show(out)}: not a directory")
+        raise CliError(f"{show(out)}: not a directory")
     if out.is_dir() and os.path.samefile(out, folder):
         raise CliError("--out must not be the images folder")
     names = [f"{codec}.json" for codec in run] + list(FIXED_OUTPUTS)
     if not force:
         for name in names:
             if os.path.lexists(out / name):
-                raise CliError(f"{_show(out / name)}: already exists (use --force to overwrite)")
+                raise CliError(f"{show(out / name)}: already exists (use --force to overwrite)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliError(f"{_show(out)}: cannot create directory: {error_reason(exc)}") from None
+        raise CliError(f"{show(out)}: cannot create directory: {error_reason(exc)}") from None
 
     # ---- the sweep
     notes.show()
@@ -531,16 +525,16 @@ def human(
 
     for name in names:  # everything is computed: now replace the files one by one
         try:
-            rd.write_atomic(out / name, files[name])
+            write_atomic(out / name, files[name])
         except OSError as exc:
-            raise CliError(f"{_show(out / name)}: cannot write: {error_reason(exc)}") from None
+            raise CliError(f"{show(out / name)}: cannot write: {error_reason(exc)}") from None
 
     click.echo(_summary(curves), nl=False)
     click.echo()
     click.echo(markdown, nl=False)
     click.echo(
         f"fcodec: {len(keys)} images x {len(run)} codecs, {len(records)} coded points; "
-        f"wrote {len(names)} files to {_show(out)}",
+        f"wrote {len(names)} files to {show(out)}",
         err=True,
     )
 
@@ -551,9 +545,14 @@ def _run_sweep(
     from tqdm import tqdm
 
     total = sum(task.points for task in tasks)
-    show = progress if progress is not None else sys.stderr.isatty()
+    show_bar = progress if progress is not None else sys.stderr.isatty()
     with tqdm(
-        total=total, file=sys.stderr, disable=not show, unit="pt", desc="eval human", leave=False
+        total=total,
+        file=sys.stderr,
+        disable=not show_bar,
+        unit="pt",
+        desc="eval human",
+        leave=False,
     ) as bar:
         try:
             return rd.sweep(tasks, spec, jobs, lambda task: bar.update(task.points))

@@ -7,8 +7,8 @@ import importlib
 import click
 
 SUBCOMMANDS = {
-    "human": ("fusioncodec.eval.human_cli", "human", "RD sweep on images: bpp, PSNR, MS-SSIM."),
-    "machine": ("fusioncodec.eval.machine_cli", "machine", "Detector mAP against bpp (COCO)."),
+    "human": ("fusioncodec.cli.eval_human", "human", "RD sweep on images: bpp, PSNR, MS-SSIM."),
+    "machine": ("fusioncodec.cli.eval_machine", "machine", "Detector mAP against bpp (COCO)."),
 }
 
 

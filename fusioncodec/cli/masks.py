@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from fusioncodec.cli import CliError, _show, device_option, progress_option
+from fusioncodec.cli.common import CliError, device_option, progress_option, show
 from fusioncodec.messages import one_line
 from fusioncodec.train.edges import EDGE_WIDTH
 from fusioncodec.train.masks import (
@@ -73,11 +73,11 @@ def _file_facts(path: Path) -> dict[str, Any]:
 
 def _coco128_names() -> set[str]:
     """File names of the coco128 test set (if the shared data is here): never trained on."""
+    from fusioncodec.files import shared_dir
     from fusioncodec.train.data import coco128_names
 
-    shared = Path(os.environ.get("FUSIONCODEC_SHARED", "../shared"))
     try:
-        return coco128_names(shared)
+        return coco128_names(shared_dir())
     except (OSError, ValueError, KeyError, TypeError):
         return set()
 
@@ -257,14 +257,14 @@ def _run(
 ) -> None:
     refuse_test_sets(root, annotations)
     if not root.is_dir():
-        raise CliError(f"{_show(root)}: no such directory")
+        raise CliError(f"{show(root)}: no such directory")
     for name, folder in (("--out", out), ("--preview", preview)):
         if folder is None:
             continue
         if folder.exists() and not folder.is_dir():
-            raise CliError(f"{_show(folder)}: not a directory ({name})")
+            raise CliError(f"{show(folder)}: not a directory ({name})")
         if _inside(root.resolve(), folder.resolve()):
-            raise CliError(f"{name} {_show(folder)} must not be --images or hold it")
+            raise CliError(f"{name} {show(folder)} must not be --images or hold it")
     if preview is not None and preview.resolve() == out.resolve():
         raise CliError("--preview must be another folder than --out (it would replace masks)")
 
@@ -274,7 +274,7 @@ def _run(
         assert annotations is not None
         ann = Path(annotations)
         if not ann.is_file():
-            raise CliError(f"{_show(ann)}: no such file")
+            raise CliError(f"{show(ann)}: no such file")
         coco = load_coco(ann)
         items, missing = coco_items(coco, root)
         missing_what = "annotated images not found"
@@ -305,7 +305,7 @@ def _run(
 
     else:
         if sam_checkpoint and not Path(sam_checkpoint).is_file():
-            raise CliError(f"SAM checkpoint not found: {_show(sam_checkpoint)} (never downloaded)")
+            raise CliError(f"SAM checkpoint not found: {show(sam_checkpoint)} (never downloaded)")
         items, missing = folder_items(root, exclude=[out, *([preview] if preview else [])])
         params.update(
             model=sam_model,
@@ -332,7 +332,7 @@ def _run(
     if limit is not None:
         items = items[:limit]
     if not items:
-        raise CliError(f"no training images found under {_show(root)}")
+        raise CliError(f"no training images found under {show(root)}")
     _check_collisions(items)
     if source == "sam" and pending_items(items, out, source, params, overwrite):
         import torch
@@ -341,7 +341,7 @@ def _run(
         sam = build_sam(sam_model, sam_checkpoint, device)  # only if there is work to do
         generator.append(build_generator(sam, alpha, points_per_side, stability))
 
-    show = progress if progress is not None else sys.stderr.isatty()
+    show_bar = progress if progress is not None else sys.stderr.isatty()
     summary = make_masks(
         items,
         edges_fn,
@@ -352,7 +352,7 @@ def _run(
         overwrite=overwrite,
         preview=preview,
         preview_count=preview_count,
-        progress=show,
+        progress=show_bar,
         on_error=lambda message: click.echo(f"fcodec: error: {message}", err=True),
     )
     parts = [f"{summary.written} written"]
@@ -362,12 +362,12 @@ def _run(
     if summary.failed:
         parts.append(f"{summary.failed} failed")
     if summary.previews:
-        parts.append(f"{summary.previews} previews in {_show(preview)}")
+        parts.append(f"{summary.previews} previews in {show(preview)}")
     if missing:
         parts.append(f"{missing} {missing_what}")
     if excluded:
         parts.append(f"{excluded} coco128 test images left out")
-    click.echo(f"masks: {', '.join(parts)}; manifest {_show(summary.manifest)}", err=True)
+    click.echo(f"masks: {', '.join(parts)}; manifest {show(summary.manifest)}", err=True)
     if summary.failed:
         click.get_current_context().exit(1)
 
@@ -382,6 +382,6 @@ def _check_collisions(items: list[Item]) -> None:
         other = seen.setdefault(item.key, item)
         if other is not item:
             raise CliError(
-                f"{_show(other.image)} and {_show(item.image)} would both write {item.key}.png; "
+                f"{show(other.image)} and {show(item.image)} would both write {item.key}.png; "
                 "nothing written"
             )

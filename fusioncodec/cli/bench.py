@@ -6,15 +6,13 @@ command runs, so ``fcodec bench --help`` stays cheap.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-from contextlib import suppress
 from pathlib import Path
 
 import click
 
-from fusioncodec.cli import CliError, weights_option
+from fusioncodec.cli.common import CliError, weights_option
+from fusioncodec.files import write_atomic
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
@@ -26,19 +24,6 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
         return parse_size(value)
     except BenchError as exc:
         raise CliError(str(exc)) from None
-
-
-def _write_json(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temporary file beside it, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @click.command("bench")
@@ -192,6 +177,6 @@ def bench(
     click.echo(text if as_json else format_report(report))
     if out_path is not None:
         try:
-            _write_json(out_path, text)
+            write_atomic(out_path, text + "\n")
         except OSError as exc:
             raise CliError(f"--out {out}: {exc.strerror or exc}") from None

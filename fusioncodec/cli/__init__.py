@@ -1,0 +1,136 @@
+"""The ``fcodec`` command line: encode images to ``.fcb`` files, decode, inspect and strip
+them; train, evaluate and benchmark the codec.
+
+Start-up is cheap: torch, the codec, Pillow and tqdm are imported inside the commands that
+need them, so ``--help`` and ``--version`` are instant and ``info`` and ``strip`` (which use
+only :mod:`fusioncodec.container`) never import torch. The commands of :data:`LAZY_COMMANDS`
+(``masks``, ``eval``, ``bench``) are not even imported until they run.
+
+The floor: :mod:`.common` (errors, options, loaders), :mod:`.jobs` (inputs, outputs,
+batches), then one module per command family: :mod:`.coding`, :mod:`.train`,
+:mod:`.masks`, :mod:`.eval` (with :mod:`.eval_human`, :mod:`.eval_machine`), :mod:`.bench`.
+
+Adding a command: write it with ``@click.command()`` in the module of its family (or a new
+one), reuse the option decorators and helpers of :mod:`.common` and :mod:`.jobs`, import heavy
+modules inside the function body, and add it below (or to :data:`LAZY_COMMANDS`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from fusioncodec import __version__
+from fusioncodec.cli.coding import decode, encode, info, strip
+from fusioncodec.cli.common import CliError, FileError
+from fusioncodec.cli.train import export_command, train
+from fusioncodec.messages import error_reason, one_line
+
+__all__ = ["CliError", "FileError", "cli", "main"]
+
+
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (module, attribute, one-line help) -- imported only when the command runs
+    "masks": ("fusioncodec.cli.masks", "masks", "Make edge-mask training targets."),
+    "eval": ("fusioncodec.cli.eval", "eval_group", "Rate-distortion and detector evaluation."),
+    "bench": ("fusioncodec.cli.bench", "bench", "Speed, memory and rate benchmark."),
+}
+
+
+class FcodecGroup(click.Group):
+    """Command group that reports stray ``ValueError``/``OSError`` as one-line errors.
+
+    Commands in :data:`LAZY_COMMANDS` live in their own modules and are imported only when
+    invoked (or when their own ``--help`` is shown), so start-up stays instant.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module, attr, short = LAZY_COMMANDS[cmd_name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                reason = f"fcodec {cmd_name} is not available here ({error_reason(exc)})"
+
+                def unavailable() -> None:
+                    raise CliError(reason)
+
+                return click.Command(cmd_name, callback=unavailable, help=f"{short} (unavailable)")
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str(60)) for name, cmd in self.commands.items()]
+        rows += [(name, short) for name, (_, _, short) in LAZY_COMMANDS.items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """click's main, with one-line usage errors (exit 2) and exit 130 on Ctrl-C."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
+            if isinstance(exc, no_args) and exc.ctx is not None:
+                click.echo(exc.ctx.get_help())  # a bare command shows its help
+                sys.exit(exc.exit_code)
+            where = exc.ctx.command_path if exc.ctx else "fcodec"
+            message = one_line(exc.format_message())
+            click.echo(f"fcodec: error: {message} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C (outputs are written atomically: nothing half-written)
+            click.echo("fcodec: interrupted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(N) returns N here
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # click's main() handles EPIPE quietly
+        except (ValueError, OSError) as exc:
+            raise CliError(error_reason(exc)) from None
+
+
+@click.group(cls=FcodecGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="fcodec")
+def cli() -> None:
+    """Scalable learned image codec: one .fcb file, a layer for machines and one for people.
+
+    Use - for stdin/stdout, e.g.  cat a.png | fcodec encode - -o - | fcodec decode - -o - > b.png
+    """
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point; exit status 0 ok, 1 error, 2 usage error."""
+    try:
+        cli.main(args=argv, prog_name="fcodec", standalone_mode=True)
+    except Exception as exc:  # last resort: a bug, still no traceback unless asked for
+        if os.environ.get("FCODEC_DEBUG"):
+            raise
+        click.echo(
+            f"fcodec: error: internal error ({type(exc).__name__}: {error_reason(exc)}); "
+            "set FCODEC_DEBUG=1 for a traceback",
+            err=True,
+        )
+        sys.exit(1)
+
+
+for _command in (encode, decode, info, strip, train, export_command):
+    cli.add_command(_command)

@@ -1,0 +1,5 @@
+"""``python -m fusioncodec.cli``: the ``fcodec`` command."""
+
+from fusioncodec.cli import main
+
+main()

@@ -1,0 +1,309 @@
+"""The coding commands: ``encode``, ``decode``, ``info`` and ``strip``.
+
+``info`` and ``strip`` use only :mod:`fusioncodec.container` (no torch); ``encode`` and
+``decode`` load the codec on their first input.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import click
+
+from fusioncodec.cli.common import (
+    CliError,
+    FileError,
+    LayersType,
+    bpp,
+    codec_loader,
+    device_option,
+    errors,
+    finish,
+    force_option,
+    json_option,
+    note,
+    output_option,
+    plural,
+    progress_option,
+    quality_text,
+    show,
+    size,
+    verbosity_options,
+    weights_option,
+)
+from fusioncodec.cli.jobs import (
+    Job,
+    check_writable,
+    image_format,
+    open_image,
+    plan_outputs,
+    read_input,
+    run_jobs,
+    write_output,
+)
+from fusioncodec.container import LAYER_KINDS, Container
+
+
+def container_stats(container: Container) -> dict[str, Any]:
+    """Sizes and rates of a parsed file, as reported by ``info`` and ``encode --json``."""
+    pixels = container.width * container.height
+    total = container.header_size + sum(len(layer.payload) for layer in container.layers)
+    return {
+        "width": container.width,
+        "height": container.height,
+        "bytes": total,
+        "header_bytes": container.header_size,
+        "bpp": bpp(total, pixels),
+        "model": container.model_name,
+        "model_hash": container.model_hash.hex(),
+        "m": container.m,
+        "layers": [
+            {
+                "kind": layer.kind,
+                "quality": quality_text(layer.quality),
+                "bytes": len(layer.payload),
+                "bpp": bpp(len(layer.payload), pixels),
+            }
+            for layer in container.layers
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="IMAGE...")
+@output_option
+@click.option(
+    "--layers",
+    type=LayersType(),
+    metavar="machine|both",
+    default="both",
+    show_default=True,
+    help="Layers to code: machine, or both (= machine,human).",
+)
+@click.option(
+    "-q",
+    "--quality",
+    type=float,
+    default=4.0,
+    show_default=True,
+    help="Quality from 1 to the model's levels (8).",
+)
+@click.option(
+    "--human-quality", type=float, default=None, help="Human-layer quality [default: --quality]."
+)
+@weights_option
+@device_option
+@force_option
+@json_option
+@progress_option
+@verbosity_options
+def encode(
+    inputs: tuple[str, ...],
+    output: str | None,
+    layers: tuple[str, ...],
+    quality: float,
+    human_quality: float | None,
+    weights: str | None,
+    device: str,
+    force: bool,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
+    """Encode images (or - for stdin) into .fcb files.
+
+    Without -o, IMAGE's output is <stem>.fcb beside it; with -o DIR, DIR/<stem>.fcb.
+    """
+    if human_quality is not None and "human" not in layers:
+        raise CliError("--human-quality sets the human layer, which --layers machine leaves out")
+    human_quality = quality if human_quality is None else human_quality
+    checked = [quality, human_quality] if "human" in layers else [quality]
+    for q in checked:
+        if not (math.isfinite(q) and q >= 1):  # the upper bound depends on the model
+            raise CliError(f"quality must be a finite number of at least 1, got {q}")
+    jobs = plan_outputs(inputs, output, lambda stem: f"{stem}.fcb", as_json=as_json)
+    get_codec = codec_loader(weights, device, checked)
+
+    def work(job: Job) -> dict[str, Any]:
+        check_writable(job, force)
+        image = open_image(read_input(job.source), job.name)
+        codec = get_codec()
+        with errors(job.name):
+            data = codec.encode(image, layers, quality, human_quality)
+        write_output(job, data, force)
+        return container_stats(Container.from_bytes(data))
+
+    results = run_jobs(jobs, work, desc="encode", as_json=as_json, progress=progress)
+    done = [r for r in results if r["ok"]]
+    failed = len(results) - len(done)
+    n_bytes = sum(r["bytes"] for r in done)
+    pixels = sum(r["width"] * r["height"] for r in done)
+    mean_bpp = bpp(n_bytes, pixels) if pixels else 0.0
+    if as_json:
+        summary = {"summary": "encode", "files": len(done), "failed": failed, "bytes": n_bytes}
+        click.echo(json.dumps({**summary, "bpp": mean_bpp}))
+    elif len(jobs) == 1:
+        r = done[0]
+        per_layer = ", ".join(f"{x['kind']} {x['bpp']:.3f} bpp" for x in r["layers"])
+        note(
+            f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {size(r['bytes'])}, "
+            f"{r['bpp']:.3f} bpp ({per_layer})"
+        )
+    else:
+        line = f"encoded {plural(len(done), 'file')}"
+        if done:
+            line += f", {size(n_bytes)}, {mean_bpp:.2f} bpp avg"
+        note(line + (f", {failed} failed" if failed else ""))
+    finish(failed)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="FILE.fcb...")
+@output_option
+@click.option(
+    "--layer",
+    type=click.Choice(LAYER_KINDS),
+    default="human",
+    show_default=True,
+    help="Which reconstruction to decode.",
+)
+@weights_option
+@device_option
+@force_option
+@json_option
+@progress_option
+@verbosity_options
+def decode(
+    inputs: tuple[str, ...],
+    output: str | None,
+    layer: str,
+    weights: str | None,
+    device: str,
+    force: bool,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
+    """Decode .fcb files (or - for stdin) into images.
+
+    The output extension picks the format (PNG for -, or no extension). Without -o the
+    output is <stem>.<layer>.png beside the input; with -o DIR, DIR/<stem>.<layer>.png.
+    """
+    jobs = plan_outputs(inputs, output, lambda stem: f"{stem}.{layer}.png", as_json=as_json)
+    formats = {job.output: image_format(job.output) for job in jobs}
+    get_codec = codec_loader(weights, device)
+
+    def work(job: Job) -> dict[str, Any]:
+        check_writable(job, force)
+        data = read_input(job.source)
+        with errors(job.name):
+            container = Container.from_bytes(data)
+        if layer not in container.kinds:
+            raise FileError(
+                f"{job.name}: has no {layer} layer (machine-only file); use --layer machine"
+            )
+        codec = get_codec()
+        with errors(job.name):
+            image = codec.decode(data, layer)
+        buffer = io.BytesIO()
+        with errors(job.out_name):
+            image.save(buffer, format=formats[job.output])
+        write_output(job, buffer.getvalue(), force)
+        return {"layer": layer, "width": image.width, "height": image.height}
+
+    results = run_jobs(jobs, work, desc="decode", as_json=as_json, progress=progress)
+    done = sum(r["ok"] for r in results)
+    failed = len(results) - done
+    if as_json:
+        click.echo(json.dumps({"summary": "decode", "files": done, "failed": failed}))
+    elif len(jobs) == 1:
+        r = results[0]
+        note(f"{r['input']} -> {r['output']}: {layer} layer, {r['width']}x{r['height']}")
+    else:
+        line = f"decoded {plural(done, 'file')} ({layer} layer)"
+        note(line + (f", {failed} failed" if failed else ""))
+    finish(failed)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="FILE.fcb...")
+@json_option(with_output=False)
+def info(inputs: tuple[str, ...], as_json: bool) -> None:
+    """Show size, layers, bytes and bits per pixel, and model of .fcb files (no torch)."""
+    failed = 0
+    for source in inputs:
+        name = show(source)
+        try:
+            data = read_input(source)
+            with errors(name):
+                stats = container_stats(Container.from_bytes(data))
+        except FileError as exc:
+            if len(inputs) == 1 and not as_json:
+                raise
+            click.echo(f"fcodec: error: {exc.format_message()}", err=True)
+            if as_json:
+                click.echo(json.dumps({"path": name, "ok": False, "error": exc.format_message()}))
+            failed += 1
+            continue
+        if as_json:
+            click.echo(json.dumps({"path": name, "ok": True, **stats}))
+            continue
+        click.echo(
+            f"{name}: {stats['width']}x{stats['height']}, {stats['bytes']} bytes, "
+            f"{stats['bpp']:.4f} bpp"
+        )
+        click.echo(f"  model    {stats['model']} (hash {stats['model_hash']})")
+        click.echo(f"  m        {stats['m']}")
+        click.echo(f"  header   {stats['header_bytes']} bytes")
+        for layer in stats["layers"]:
+            click.echo(
+                f"  {layer['kind']:<8} quality {layer['quality']:g}, {layer['bytes']} bytes, "
+                f"{layer['bpp']:.4f} bpp"
+            )
+    finish(failed)
+
+
+@click.command()
+@click.argument("source", metavar="FILE.fcb")
+@click.option(
+    "-o", "--output", required=True, metavar="PATH", help="Output file (or - for stdout)."
+)
+@force_option
+@json_option
+@verbosity_options
+def strip(source: str, output: str, force: bool, as_json: bool) -> None:
+    """Drop the human layer without re-encoding; machine-layer bytes stay identical (no torch)."""
+    (job,) = plan_outputs([source], output, lambda stem: f"{stem}.fcb", as_json=as_json)
+    check_writable(job, force)
+    data = read_input(source)
+    with errors(job.name):
+        container = Container.from_bytes(data)
+        stripped = container.without_human().to_bytes()
+    write_output(job, stripped, force)
+    pixels = container.width * container.height
+    had_human = "human" in container.kinds
+    if as_json:
+        result = {
+            "input": job.name,
+            "output": job.out_name,
+            "ok": True,
+            "removed_human": had_human,
+            "bytes_before": len(data),
+            "bytes": len(stripped),
+            "bpp": bpp(len(stripped), pixels),
+        }
+        click.echo(json.dumps(result))
+    elif had_human:
+        note(
+            f"{job.name} -> {job.out_name}: dropped the human layer, "
+            f"{len(data)} -> {len(stripped)} bytes ({bpp(len(stripped), pixels):.3f} bpp)"
+        )
+    else:
+        note(f"fcodec: {job.name} has no human layer; written unchanged to {job.out_name}")
+
+
+# --------------------------------------------------------------------------- training

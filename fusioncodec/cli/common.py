@@ -1,0 +1,285 @@
+"""What every ``fcodec`` command shares: the error contract, the option decorators, report
+lines and the model loaders.
+
+Error contract: every expected failure is ONE line ``fcodec: error: ...`` on stderr and a
+non-zero exit (1; click usage errors exit 2), never a traceback. Raise :class:`CliError` for
+fatal problems and :class:`FileError` for problems with one input of a batch; wrap work on
+one input in :func:`errors`. Paths in messages go through :func:`show`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from fusioncodec.container import LAYER_KINDS
+from fusioncodec.messages import error_reason, one_line
+
+if TYPE_CHECKING:
+    from fusioncodec.codec import Codec, SingleLayerRunner
+
+STDIO = "-"
+F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", "Codec", "SingleLayerRunner")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class CliError(click.ClickException):
+    """A fatal, expected failure: printed as one ``fcodec: error: ...`` line, exit code 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"fcodec: error: {self.format_message()}", file=file, err=True)
+
+
+class FileError(CliError):
+    """A failure confined to one input: a batch reports it and goes on with the others."""
+
+
+@contextmanager
+def errors(name: str) -> Iterator[None]:
+    """Turn the expected exceptions of work on ``name`` into a :class:`FileError`."""
+    try:
+        yield
+    except (click.ClickException, click.exceptions.Exit, BrokenPipeError):
+        raise
+    # FormatError and WeightsError are ValueErrors; RuntimeError/MemoryError come from torch.
+    except (ValueError, OSError, EOFError, RuntimeError, MemoryError) as exc:
+        raise FileError(f"{name}: {error_reason(exc)}") from None
+
+
+def show(path: str | Path | None) -> str:
+    """A path as shown in messages (``None`` is stdout, ``-`` stdin); never spans lines."""
+    if path is None:
+        return "<stdout>"
+    text = str(path)
+    if text == STDIO:
+        return "<stdin>"
+    return text if text.isprintable() else ascii(text)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def weights_option(f: F) -> F:
+    return click.option(
+        "--weights",
+        metavar="PATH",
+        envvar="FUSIONCODEC_WEIGHTS",
+        show_envvar=True,
+        help="Model weights (.safetensors). Default: the shipped model.",
+    )(f)
+
+
+def device_option(f: F) -> F:
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where to run the model (auto: cuda if available).",
+    )(f)
+
+
+def force_option(f: F) -> F:
+    return click.option(
+        "--force", "-f", is_flag=True, help="Overwrite existing outputs (never an input)."
+    )(f)
+
+
+def verbosity_options(f: F) -> F:
+    """``--quiet`` (errors only) and ``-v/--verbose`` (each file's result and time)."""
+
+    def level(value: int) -> Callable[[click.Context, click.Parameter, bool], None]:
+        def remember(ctx: click.Context, param: click.Parameter, given: bool) -> None:
+            if given:
+                ctx.meta["fcodec.verbosity"] = value
+
+        return remember
+
+    for names, value, text in (
+        (("-v", "--verbose"), 2, "Also print each file's result and time."),
+        (("--quiet",), 0, "Print errors only (no summary, no progress bar)."),
+    ):
+        f = click.option(
+            *names, is_flag=True, expose_value=False, callback=level(value), help=text
+        )(f)
+    return f
+
+
+def verbosity() -> int:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("fcodec.verbosity", 1) if ctx is not None else 1
+
+
+def note(message: str) -> None:
+    """A report line on stderr, unless --quiet."""
+    if verbosity() >= 1:
+        click.echo(message, err=True)
+
+
+def json_option(f: F = None, *, with_output: bool = True) -> Any:  # type: ignore[assignment]
+    """``--json``; commands that write data to ``-o -`` refuse the two together."""
+    note = " (refused with -o -)" if with_output else ""
+
+    def add(g: F) -> F:
+        return click.option(
+            "--json", "as_json", is_flag=True, help=f"Print results as JSON lines on stdout{note}."
+        )(g)
+
+    return add(f) if f is not None else add
+
+
+def progress_option(f: F) -> F:
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bar on stderr for several inputs. Default: when stderr is a terminal.",
+    )(f)
+
+
+def output_option(f: F) -> F:
+    return click.option(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="Output file, - for stdout, or a directory (DIR/ or an existing one). Default: "
+        "beside each input.",
+    )(f)
+
+
+class LayersType(click.ParamType):
+    """``machine``, ``both`` or a comma list such as ``machine,human``."""
+
+    name = "machine|both"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        kinds = {part.strip().lower() for part in str(value).split(",") if part.strip()}
+        if "both" in kinds:
+            kinds = (kinds - {"both"}) | set(LAYER_KINDS)
+        if not kinds or not kinds <= set(LAYER_KINDS):
+            self.fail(f"{value!r}: use machine, both or machine,human", param, ctx)
+        if "machine" not in kinds:
+            self.fail("the human layer needs the machine layer (use both)", param, ctx)
+        return tuple(kind for kind in LAYER_KINDS if kind in kinds)
+
+
+# --------------------------------------------------------------------------- input / output
+
+
+# --------------------------------------------------------------------------- report lines
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def size(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    if n < 1_000_000:
+        return f"{n / 1000:.1f} KB"
+    return f"{n / 1_000_000:.1f} MB"
+
+
+def bpp(n_bytes: int, pixels: int) -> float:
+    return 8.0 * n_bytes / pixels
+
+
+def quality_text(q: float) -> float:
+    """A float32 quality as the short decimal it was written as (4.3, not 4.300000190734863)."""
+    return float(f"{q:.7g}")
+
+
+def finish(failed: int) -> None:
+    if failed:
+        click.get_current_context().exit(1)
+
+
+# --------------------------------------------------------------------------- model and images
+
+
+# --------------------------------------------------------------------------- models
+
+
+def codec_loader(
+    weights: str | None, device: str, qualities: Sequence[float] = ()
+) -> Callable[[], Codec]:
+    """A function that loads the codec on first call (fatal CliError on failure).
+
+    ``qualities`` are checked against the model's level count once it is loaded.
+    """
+
+    def load() -> Codec:
+        import fusioncodec
+
+        return fusioncodec.load(weights, device)
+
+    _check_qualities_early(weights, "scalable", qualities)
+    return _checked_loader(load, weights, qualities)
+
+
+def baseline_loader(
+    weights: str | None, device: str, qualities: Sequence[float] = ()
+) -> Callable[[], SingleLayerRunner]:
+    """Like :func:`codec_loader`, for the single-layer baseline (default: the shipped one)."""
+
+    def load() -> SingleLayerRunner:
+        from fusioncodec.codec import SingleLayerRunner
+        from fusioncodec.weights import load
+
+        return SingleLayerRunner(load(weights, "baseline"), device)
+
+    _check_qualities_early(weights, "baseline", qualities)
+    return _checked_loader(load, weights, qualities)
+
+
+def _check_qualities_early(weights: str | None, kind: str, qualities: Sequence[float]) -> None:
+    """Check qualities against the model card's level count (its header only), so a bad
+    quality fails before the model is loaded."""
+    if not qualities:
+        return
+    from fusioncodec.weights import WeightsError, default_weights, read_card
+
+    try:
+        card = read_card(Path(weights) if weights else default_weights(kind))
+    except WeightsError:
+        return  # the loader reports it, with the same message
+    _check_qualities(qualities, card["config"].get("levels", 8))
+
+
+def _check_qualities(qualities: Sequence[float], levels: int) -> None:
+    for q in qualities:
+        if not 1 <= q <= levels:
+            raise CliError(f"quality must be between 1 and {levels}, got {q}")
+
+
+def _checked_loader(
+    load: Callable[[], M], weights: str | None, qualities: Sequence[float]
+) -> Callable[[], M]:
+    @cache
+    def get() -> M:
+        try:
+            model = load()
+        except (ValueError, OSError, KeyError, RuntimeError) as exc:
+            from fusioncodec.weights import WeightsError
+
+            if isinstance(exc, WeightsError):
+                raise CliError(str(exc)) from None
+            source = show(weights) if weights else "the default weights"
+            raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
+        _check_qualities(qualities, model.levels)
+        return model
+
+    return get
