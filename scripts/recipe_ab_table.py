@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from fusioncodec import metrics
-from fusioncodec.eval.rd import load_curve
+from fusioncodec.eval.curves import load_curve
 
 ORDER = ("shipped", "before", "data", "balance", "schedule", "recipe")
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from fusioncodec import metrics
 from fusioncodec.cli import cli
-from fusioncodec.eval import classical, rd
+from fusioncodec.eval import classical, curves
 
 # --------------------------------------------------------------------------- helpers
 
@@ -227,7 +227,7 @@ def test_json_layout_like_the_anchors(sweep: Path) -> None:
         assert {"q", "bpp", "psnr", "msssim", "t"} <= point.keys()
         mean = np.mean([data["per_image"][k][0]["bpp"] for k in ("a", "b")])
         assert results["bpp"][0] == pytest.approx(mean)
-        curve = rd.load_curve(sweep / f"{codec}.json")  # loads like an anchor file
+        curve = curves.load_curve(sweep / f"{codec}.json")  # loads like an anchor file
         assert len(curve.bpp) == n and curve.msssim is None  # no MS-SSIM for tiny images
     fc = json.loads((sweep / "fusioncodec.json").read_text())
     assert fc["results"]["quality"] == [1.0, 2.5, 4.0, 8.0]
@@ -250,7 +250,7 @@ def test_csv_rows(sweep: Path) -> None:
     with open(sweep / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * (4 + 4 + 4)  # images x (jpeg + webp + fusioncodec qualities)
-    assert rows[0].keys() == set(rd.CSV_COLUMNS)
+    assert rows[0].keys() == set(curves.CSV_COLUMNS)
     jpeg_a_10 = next(
         r for r in rows if (r["codec"], r["image"], r["quality"]) == ("jpeg", "a", "10")
     )

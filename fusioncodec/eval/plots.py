@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from fusioncodec.eval.rd import Curve
+from fusioncodec.eval.curves import Curve
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 YLABELS = {

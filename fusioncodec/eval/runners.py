@@ -1,0 +1,163 @@
+"""The codecs under evaluation: one registry of names and one round-trip protocol.
+
+Every evaluation (``fcodec eval human``, ``fcodec eval machine``) names codecs from
+:data:`CODECS` and codes pictures through :func:`runner`: a function ``(image, quality) ->``
+:class:`Coded` that encodes for real, counts the bytes its rate is measured on and decodes.
+Each name means one thing everywhere:
+
+* ``fusioncodec``: the whole ``.fcb`` file (header, machine and human layers), decoded by
+  the human decoder; the machine layer's share is recorded too;
+* ``fusioncodec-machine``: the ``.fcb`` file without its human layer, decoded by the
+  machine decoder;
+* ``baseline``: the single-layer learned codec (rate: its payload);
+* ``jpeg`` ... ``vvc``: the classical codecs of :mod:`fusioncodec.eval.classical` (rate:
+  the coded file).
+
+Adding a codec: a :class:`ClassicalCodec` in ``classical.CLASSICAL`` (it is listed here by
+itself), or an entry below and a branch in :func:`runner` for a learned one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fusioncodec.eval import classical
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["CODECS", "LEARNED", "SCALABLE", "Coded", "ModelSpec", "label", "runner"]
+
+SCALABLE = ("fusioncodec", "fusioncodec-machine")
+LEARNED = (*SCALABLE, "baseline")
+CODECS = (*LEARNED, *classical.CLASSICAL)
+LEARNED_QUALITIES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
+LABELS = {
+    "fusioncodec": "fusioncodec (human layer)",
+    "fusioncodec-machine": "fusioncodec (machine layer)",
+    "baseline": "single-layer LIC (baseline)",
+}
+DESCRIPTIONS = {
+    "fusioncodec": "fusioncodec human layer; rate: the whole .fcb file (header + both layers)",
+    "fusioncodec-machine": "fusioncodec machine layer; rate: the .fcb file without its human layer",
+    "baseline": "single-layer learned codec (the standard LIC); rate: payload bytes",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the learned codecs need (picklable, for worker processes): weight files (None:
+    the shipped ones), the device, and a fixed machine quality for ``fusioncodec`` (None:
+    the quality of the human layer)."""
+
+    weights: str | None = None
+    baseline: str | None = None
+    device: str = "cpu"
+    machine_quality: float | None = None
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One picture coded for real at one quality."""
+
+    size: int  # bytes the rate is measured on
+    decoded: np.ndarray  # HxWx3 uint8 RGB
+    encode_s: float
+    decode_s: float
+    machine_size: int | None = None  # fusioncodec: bytes of its machine layer alone
+
+
+Runner = Callable[["Image.Image", float], Coded]
+
+
+def label(name: str) -> str:
+    """The name of a codec's curve in plots and tables."""
+    return LABELS.get(name) or classical.get(name).label
+
+
+def description(name: str) -> str:
+    """What a codec's curve measures (model and file names are added by the caller)."""
+    return DESCRIPTIONS.get(name) or classical.get(name).description
+
+
+def missing(name: str) -> str | None:
+    """Why codec ``name`` cannot run here (None when it can; learned ones need weights)."""
+    return None if name in LEARNED else classical.get(name).missing()
+
+
+@cache
+def scalable_codec(weights: str | None, device: str) -> Any:
+    """The two-layer codec of a weight file (cached per process)."""
+    from fusioncodec.codec import Codec
+    from fusioncodec.weights import load
+
+    return Codec(load(weights, "scalable"), device)
+
+
+@cache
+def baseline_codec(weights: str | None, device: str) -> Any:
+    """The single-layer baseline of a weight file (cached per process)."""
+    from fusioncodec.codec import SingleLayerRunner
+    from fusioncodec.weights import load
+
+    return SingleLayerRunner(load(weights, "baseline"), device)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def runner(name: str, spec: ModelSpec | None = None) -> Runner:
+    """The round trip of codec ``name``; learned models load on first use. KeyError for a
+    name not in :data:`CODECS`."""
+    spec = spec or ModelSpec()
+    if name == "fusioncodec":
+        return lambda image, q: _both_layers(image, q, spec)
+    if name == "fusioncodec-machine":
+        return lambda image, q: _machine_layer(image, q, spec)
+    if name == "baseline":
+        return lambda image, q: _baseline(image, q, spec)
+    codec = classical.get(name)
+
+    def classic(image: Image.Image, q: float) -> Coded:
+        data, t_enc = _timed(lambda: codec.encode(image, int(q)))
+        decoded, t_dec = _timed(lambda: codec.decode(data, image.width, image.height))
+        return Coded(len(data), decoded, t_enc, t_dec)
+
+    return classic
+
+
+def _both_layers(image: Image.Image, q: float, spec: ModelSpec) -> Coded:
+    from fusioncodec.container import Container
+
+    codec = scalable_codec(spec.weights, spec.device)
+    mq = q if spec.machine_quality is None else spec.machine_quality
+    data, t_enc = _timed(lambda: codec.encode(image, ("machine", "human"), mq, q))
+    decoded, t_dec = _timed(lambda: codec.decode(data, "human"))
+    machine = len(Container.from_bytes(data).without_human().to_bytes())
+    return Coded(len(data), np.asarray(decoded), t_enc, t_dec, machine)
+
+
+def _machine_layer(image: Image.Image, q: float, spec: ModelSpec) -> Coded:
+    from fusioncodec.container import Container
+
+    codec = scalable_codec(spec.weights, spec.device)
+    data, t_enc = _timed(lambda: codec.encode(image, ("machine",), q))
+    stripped = Container.from_bytes(data).without_human().to_bytes()
+    decoded, t_dec = _timed(lambda: codec.decode(stripped, "machine"))
+    return Coded(len(stripped), np.asarray(decoded), t_enc, t_dec)
+
+
+def _baseline(image: Image.Image, q: float, spec: ModelSpec) -> Coded:
+    model = baseline_codec(spec.baseline, spec.device)
+    payload, t_enc = _timed(lambda: model.encode(image, q))
+    decoded, t_dec = _timed(lambda: model.decode(payload, image.width, image.height, q))
+    return Coded(len(payload), np.asarray(decoded), t_enc, t_dec)
