@@ -6,7 +6,7 @@ Standard library only: :mod:`fusioncodec.cli` imports this at start-up, and libr
 
 from __future__ import annotations
 
-__all__ = ["error_reason", "one_line"]
+__all__ = ["error_reason", "one_line", "shown_path"]
 
 
 def one_line(text: str) -> str:
@@ -22,3 +22,10 @@ def error_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return one_line(str(exc)) or type(exc).__name__
+
+
+def shown_path(path: object) -> str:
+    """A path as written in a message: as it is, or ``ascii()`` when it holds characters that
+    would break the line (newlines, escapes)."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)

@@ -25,12 +25,12 @@ if [ -n "${M_MODELS:-}" ]; then
   done
 fi
 fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coco128/instances.json" \
-  --codecs uncompressed,fusioncodec --qualities 1,1.5,2,2.5,3,4,6,8 \
+  --codecs uncompressed,fusioncodec-machine --qualities 1,1.5,2,2.5,3,4,6,8 \
   --overlay jpeg --overlay webp --overlay avif --overlay hevc --anchor avif \
   --out results/coco128 -f --no-progress
 # The same detectors on the human layer's pictures and on the single-layer baseline.
 fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coco128/instances.json" \
-  --codecs fusioncodec-human,baseline --qualities 1,2,3,4,6,8 --overlay results/coco128 \
+  --codecs fusioncodec,baseline --qualities 1,2,3,4,6,8 --overlay results/coco128 \
   --overlay avif --anchor avif --out results/coco128-layers -f --no-progress
 fcodec bench --image "$S/data/kodak/kodim01.png" --train --out results/bench.json
 python scripts/summarize_results.py results > results/summary.json

@@ -39,10 +39,24 @@ def kodak(folder: Path) -> dict:
     return out
 
 
-def coco(folder: Path) -> dict:
-    out = {}
+def _machine_layer(folder: Path) -> dict[str, dict]:
+    """Detector -> machine-layer curve: ``*_fusioncodec-machine.json``, or in results made
+    before fusioncodec 0.4 ``*_fusioncodec.json`` (the name the machine layer had then, in
+    files without a ``codec`` field)."""
+    curves = {}
+    for path in sorted(folder.glob("*_fusioncodec-machine.json")):
+        data = json.loads(path.read_text())
+        curves[data["detector"]] = data
     for path in sorted(folder.glob("*_fusioncodec.json")):
         data = json.loads(path.read_text())
+        if "codec" not in data:
+            curves.setdefault(data["detector"], data)
+    return curves
+
+
+def coco(folder: Path) -> dict:
+    out = {}
+    for data in _machine_layer(folder).values():
         base = data["uncompressed"]["map"]
         r = data["results"]
         order = np.argsort(r["bpp"])
@@ -70,9 +84,10 @@ def coco_layers(folder: Path, machine: Path) -> dict:
     from fusioncodec.metrics import bd_rate
 
     out: dict = {}
+    references = _machine_layer(machine)
     for path in sorted(folder.glob("*_*.json")):
         detector, codec = path.stem.split("_", 1)
-        ref = _load(machine / f"{detector}_fusioncodec.json")
+        ref = references.get(detector)
         if codec == "uncompressed" or ref is None:
             continue
         r, m = json.loads(path.read_text())["results"], ref["results"]

@@ -17,9 +17,10 @@ from helpers import assert_one_line_error, ok
 from PIL import Image
 
 from fusioncodec.cli import cli
-from fusioncodec.cli.eval_machine import bpp_at_fraction
 from fusioncodec.eval import detectors as D
-from fusioncodec.eval.coco_map import CocoScorer, category_ids, load_coco, roundtrip
+from fusioncodec.eval import runners
+from fusioncodec.eval.coco_map import CocoScorer, category_ids, load_coco
+from fusioncodec.eval.map_results import bpp_at_fraction
 
 STEMS = ("000000000009", "000000000025", "000000000030")
 
@@ -211,8 +212,8 @@ def test_load_coco_rejects_other_json(tmp_path: Path) -> None:
 
 def test_classical_roundtrip_in_memory() -> None:
     image = Image.new("RGB", (64, 48), (120, 60, 30))
-    n_bytes, decoded = roundtrip(image, "jpeg", 50)
-    assert n_bytes > 0 and decoded.size == (64, 48) and decoded.mode == "RGB"
+    coded = runners.runner("jpeg")(image, 50)
+    assert coded.size > 0 and coded.decoded.shape == (48, 64, 3) and coded.machine_size is None
 
 
 def test_bpp_at_90pct_matches_the_shared_anchor(shared: Path) -> None:
@@ -335,14 +336,18 @@ def test_plugin_detector_scores_like_the_builtin(coco3: dict[str, Path]) -> None
 def test_fusioncodec_machine_layer_runs(coco3: dict[str, Path], tiny_weights: Path) -> None:
     out = coco3["root"] / "out-fc"
     args = ["--images", coco3["images"], "--annotations", coco3["ann"], "--limit", 2]
-    args += ["--detector", "fastestdet", "--codecs", "fusioncodec", "--qualities", "1,8"]
+    args += ["--detector", "fastestdet", "--codecs", "fusioncodec-machine", "--qualities", "1,8"]
     ok(run([*args, "--weights", tiny_weights, "--out", out, "--jobs", 1]))
-    rows = [r for r in read_csv(out / "results.csv") if r["codec"] == "fusioncodec"]
+    rows = [r for r in read_csv(out / "results.csv") if r["codec"] == "fusioncodec-machine"]
     assert [r["quality"] for r in rows] == ["1.0", "8.0"]
     for r in rows:
         assert float(r["bpp"]) > 0 and 0 <= float(r["map"]) <= 1
-    curve = json.loads((out / "fastestdet_fusioncodec.json").read_text())
+    curve = json.loads((out / "fastestdet_fusioncodec-machine.json").read_text())
     assert curve["results"]["quality"] == [1.0, 8.0] and len(curve["results"]["map"]) == 2
+    assert curve["codec"] == "fusioncodec-machine"
+    # The name fusioncodec had for the human layer before 0.4 says what it is called now.
+    old = run([*args[:-4], "--codecs", "fusioncodec-human", "--out", out / "old"])
+    assert_one_line_error(old, "now called 'fusioncodec'")
 
 
 def test_human_layer_and_baseline_are_scored(
@@ -351,15 +356,15 @@ def test_human_layer_and_baseline_are_scored(
     out = coco3["root"] / "out-learned"
     args = ["--images", coco3["images"], "--annotations", coco3["ann"], "--limit", 2]
     args += ["--detector", "fastestdet", "--qualities", "1,8", "--weights", tiny_weights]
-    args += ["--codecs", "fusioncodec,fusioncodec-human,baseline"]
+    args += ["--codecs", "fusioncodec-machine,fusioncodec,baseline"]
     ok(run([*args, "--baseline-weights", tiny_baseline_weights, "--out", out, "--jobs", 1]))
     rows = read_csv(out / "results.csv")
     bpp = {(r["codec"], r["quality"]): float(r["bpp"]) for r in rows if r["quality"]}
     for q in ("1.0", "8.0"):
         # The human layer's file holds the machine layer too.
-        assert bpp[("fusioncodec-human", q)] > bpp[("fusioncodec", q)] > 0
+        assert bpp[("fusioncodec", q)] > bpp[("fusioncodec-machine", q)] > 0
         assert bpp[("baseline", q)] > 0
-    for name in ("fusioncodec-human", "baseline"):
+    for name in ("fusioncodec", "baseline"):
         curve = json.loads((out / f"fastestdet_{name}.json").read_text())
         assert curve["results"]["quality"] == [1.0, 8.0]
         assert all(0 <= v <= 1 for v in curve["results"]["map"])
@@ -422,7 +427,7 @@ def test_plot_labels_only_the_bd_anchor_as_anchor(
     pytest.importorskip("matplotlib")
     import matplotlib.figure
 
-    from fusioncodec.cli.eval_machine import _plot
+    from fusioncodec.eval.plots import map_plot
 
     def curve(name: str) -> dict:
         return {
@@ -440,8 +445,6 @@ def test_plot_labels_only_the_bd_anchor_as_anchor(
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
     overlays = [("fusioncodec", curve("fusioncodec")), ("AVIF", curve("AVIF"))]
     baseline = {"map": 0.3, "map50": 0.4}
-    assert _plot(
-        tmp_path / "p.png", "yolox", {"baseline": curve("baseline")}, baseline, overlays, "AVIF"
-    )
+    png = map_plot("yolox", {"baseline": curve("baseline")}, baseline, overlays, "AVIF")
     assert labels[:3] == ["baseline", "fusioncodec (overlay)", "AVIF (anchor)"]
-    assert (tmp_path / "p.png").stat().st_size > 0
+    assert png.startswith(b"\x89PNG")

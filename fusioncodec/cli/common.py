@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 
 from fusioncodec.container import LAYER_KINDS
-from fusioncodec.messages import error_reason, one_line
+from fusioncodec.messages import error_reason, one_line, shown_path
 
 if TYPE_CHECKING:
     from fusioncodec.codec import Codec, SingleLayerRunner
@@ -61,10 +61,7 @@ def show(path: str | Path | None) -> str:
     """A path as shown in messages (``None`` is stdout, ``-`` stdin); never spans lines."""
     if path is None:
         return "<stdout>"
-    text = str(path)
-    if text == STDIO:
-        return "<stdin>"
-    return text if text.isprintable() else ascii(text)
+    return "<stdin>" if str(path) == STDIO else shown_path(path)
 
 
 # --------------------------------------------------------------------------- options
@@ -226,7 +223,7 @@ def codec_loader(
 
         return fusioncodec.load(weights, device)
 
-    _check_qualities_early(weights, "scalable", qualities)
+    check_qualities_early(weights, "scalable", qualities)
     return _checked_loader(load, weights, qualities)
 
 
@@ -241,11 +238,11 @@ def baseline_loader(
 
         return SingleLayerRunner(load(weights, "baseline"), device)
 
-    _check_qualities_early(weights, "baseline", qualities)
+    check_qualities_early(weights, "baseline", qualities)
     return _checked_loader(load, weights, qualities)
 
 
-def _check_qualities_early(weights: str | None, kind: str, qualities: Sequence[float]) -> None:
+def check_qualities_early(weights: str | None, kind: str, qualities: Sequence[float]) -> None:
     """Check qualities against the model card's level count (its header only), so a bad
     quality fails before the model is loaded."""
     if not qualities:
@@ -256,10 +253,10 @@ def _check_qualities_early(weights: str | None, kind: str, qualities: Sequence[f
         card = read_card(Path(weights) if weights else default_weights(kind))
     except WeightsError:
         return  # the loader reports it, with the same message
-    _check_qualities(qualities, card["config"].get("levels", 8))
+    check_qualities(qualities, card["config"].get("levels", 8))
 
 
-def _check_qualities(qualities: Sequence[float], levels: int) -> None:
+def check_qualities(qualities: Sequence[float], levels: int) -> None:
     for q in qualities:
         if not 1 <= q <= levels:
             raise CliError(f"quality must be between 1 and {levels}, got {q}")
@@ -279,7 +276,7 @@ def _checked_loader(
                 raise CliError(str(exc)) from None
             source = show(weights) if weights else "the default weights"
             raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
-        _check_qualities(qualities, model.levels)
+        check_qualities(qualities, model.levels)
         return model
 
     return get

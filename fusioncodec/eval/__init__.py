@@ -1,1 +1,5 @@
-"""Evaluation: metrics, rate-distortion sweeps and benchmarks."""
+"""Evaluation: codecs coded for real, rate-distortion sweeps, detector mAP and benchmarks."""
+
+
+class EvalError(ValueError):
+    """A bad argument or input of an evaluation, said in one line."""

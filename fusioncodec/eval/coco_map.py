@@ -1,10 +1,9 @@
-"""COCO bbox mAP of a detector on a set of images (pycocotools), and codec round trips.
+"""COCO bbox mAP of a detector on a set of images (pycocotools).
 
 :func:`load_coco` reads an instances JSON quietly; :class:`CocoScorer` turns detections
 into COCO results (class index i -> i-th category id sorted by id; boxes rescaled to the
 annotated image size when a decoded image has another size) and runs ``COCOeval`` on just
-the scored images.  :func:`roundtrip` codes an image in memory with Pillow's JPEG, WebP,
-AVIF or (pillow-heif) HEVC and returns the byte count and the decoded picture.
+the scored images; :func:`psnr` compares a decoded picture with its original.
 """
 
 from __future__ import annotations
@@ -25,13 +24,11 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
-    "CLASSICAL",
     "CocoScorer",
     "MapResult",
     "category_ids",
     "evaluate",
     "load_coco",
-    "roundtrip",
     "score_images",
 ]
 
@@ -151,50 +148,6 @@ def score_images(
     for image_id, image in images:
         scorer.add(image_id, detector.detect(image), image.size)
     return scorer.score()
-
-
-# --------------------------------------------------------------------------- classical codecs
-
-# Pillow format and save options per codec; quality is Pillow's 0..100 scale.
-CLASSICAL: dict[str, tuple[str, dict[str, Any]]] = {
-    "jpeg": ("JPEG", {}),
-    "webp": ("WEBP", {}),
-    "avif": ("AVIF", {}),
-    "hevc": ("HEIF", {}),
-}
-
-
-def _heif_ready() -> None:
-    try:
-        import pillow_heif
-    except ImportError:
-        raise ValueError("hevc needs pillow-heif (pip install pillow-heif)") from None
-    pillow_heif.register_heif_opener()
-
-
-def check_classical(name: str) -> None:
-    """ValueError if this Python cannot code ``name`` (missing plugin)."""
-    from PIL import features
-
-    if name == "hevc":
-        _heif_ready()
-    elif name in ("webp", "avif") and not features.check(name):
-        raise ValueError(f"this Pillow has no {name.upper()} support")
-
-
-def roundtrip(image: Image.Image, codec: str, quality: int) -> tuple[int, Image.Image]:
-    """Encode ``image`` in memory with a classical codec; (bytes, decoded RGB image)."""
-    from PIL import Image
-
-    fmt, options = CLASSICAL[codec]
-    if codec == "hevc":
-        _heif_ready()
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format=fmt, quality=int(quality), **options)
-    data = buffer.getvalue()
-    with Image.open(io.BytesIO(data)) as decoded:
-        decoded.load()
-        return len(data), decoded.convert("RGB")
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float | None:

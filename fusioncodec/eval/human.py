@@ -12,19 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fusioncodec.eval import classical, curves, runners
+from fusioncodec.eval import EvalError, classical, curves, runners
 from fusioncodec.files import shared_dir
 from fusioncodec.messages import error_reason
-
-
-class EvalError(ValueError):
-    """A bad argument or input of an evaluation, in one line."""
-
-
-def show(path: str | Path) -> str:
-    text = str(path)
-    return text if text.isprintable() else ascii(text)
-
+from fusioncodec.messages import shown_path as show
 
 DEFAULT_CODECS = ("fusioncodec", "baseline", "jpeg", "webp", "avif", "hevc")
 FIXED_OUTPUTS = ("results.csv", "rd-psnr.png", "rd-msssim.png", "bd-rate.md", "bd-rate.json")
