@@ -28,8 +28,6 @@ OVERSIZE: dict[str, int] = {
     "fusioncodec/cli/masks.py::masks": 94,
     "fusioncodec/codec.py": 447,
     "fusioncodec/container.py": 427,
-    "fusioncodec/eval/bench.py": 1028,
-    "fusioncodec/eval/bench.py::run_bench": 129,
     "fusioncodec/eval/detectors.py": 495,
     "fusioncodec/nets/latent.py::_code_slices": 93,
     "fusioncodec/train/loop.py::train": 185,
