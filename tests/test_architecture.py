@@ -24,15 +24,11 @@ UPPER = ("cli", "eval", "train")
 
 # Known oversize modules and functions (lines now); they are to be split, never to grow.
 OVERSIZE: dict[str, int] = {
-    "fusioncodec/cli/masks.py::_run": 135,
-    "fusioncodec/cli/masks.py::masks": 94,
     "fusioncodec/codec.py": 447,
     "fusioncodec/container.py": 427,
     "fusioncodec/eval/detectors.py": 495,
     "fusioncodec/nets/latent.py::_code_slices": 93,
     "fusioncodec/train/loop.py::train": 185,
-    "fusioncodec/train/masks.py": 639,
-    "fusioncodec/train/masks.py::make_masks": 103,
 }
 
 

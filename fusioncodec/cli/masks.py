@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -139,25 +140,7 @@ def _coco128_names() -> set[str]:
 @click.option("--overwrite", is_flag=True, help="Redo masks that are already up to date.")
 @device_option
 @progress_option
-def masks(
-    source: str,
-    images_dir: str,
-    annotations: str | None,
-    map_suffix: str | None,
-    sam_checkpoint: str | None,
-    sam_model: str,
-    alpha: float | None,
-    stability: float | None,
-    points_per_side: int | None,
-    width: int,
-    out_dir: str,
-    preview_dir: str | None,
-    preview_count: int | None,
-    limit: int | None,
-    overwrite: bool,
-    device: str,
-    progress: bool | None,
-) -> None:
+def masks(**options: Any) -> None:
     """Make one edge-mask PNG per training image, and OUT/manifest.jsonl.
 
     Masks are OUT/<path under IMAGES without extension>.png (uint8 0/255, image size): the
@@ -169,189 +152,95 @@ def masks(
     fcodec masks --source coco --images DIR/images --annotations DIR/instances.json --out OUT
     fcodec masks --source sam --sam-checkpoint sam_vit_h_4b8939.pth --images DIR --out OUT
     """
-    sam_only = {
-        "--alpha": alpha,
-        "--stability": stability,
-        "--points-per-side": points_per_side,
-        "--sam-checkpoint": sam_checkpoint,
-    }
-    if source != "sam":
-        if sam_model != "vit_h":
-            raise _usage("--sam-model is only for --source sam")
-        for name, value in sam_only.items():
-            if value is not None:
-                raise _usage(f"{name} is only for --source sam")
-    if annotations is not None and source != "coco":
-        raise _usage("--annotations is only for --source coco")
-    if source == "coco" and annotations is None:
-        raise _usage("--source coco needs --annotations JSON")
-    if map_suffix is not None and source not in MAP_SUFFIXES:
-        raise _usage("--map-suffix is only for --source labels or boundaries")
-    if preview_count is not None and preview_dir is None:
-        raise _usage("--preview-count needs --preview DIR")
-    alpha = DEFAULT_ALPHA if alpha is None else alpha
-    stability = DEFAULT_STABILITY if stability is None else stability
-    points_per_side = DEFAULT_POINTS_PER_SIDE if points_per_side is None else points_per_side
-    for name, value in (("--alpha", alpha), ("--stability", stability)):
+    o = SimpleNamespace(**options)
+    _check_usage(o)
+    o.alpha = DEFAULT_ALPHA if o.alpha is None else o.alpha
+    o.stability = DEFAULT_STABILITY if o.stability is None else o.stability
+    if o.points_per_side is None:
+        o.points_per_side = DEFAULT_POINTS_PER_SIDE
+    for name, value in (("--alpha", o.alpha), ("--stability", o.stability)):
         if not 0.0 <= value <= 1.0:
             raise _usage(f"{name} must be between 0 and 1, got {value}")
     for name, number, low in (
-        ("--width", width, 1),
-        ("--points-per-side", points_per_side, 1),
-        ("--limit", limit, 1),
-        ("--preview-count", preview_count, 0),
+        ("--width", o.width, 1),
+        ("--points-per-side", o.points_per_side, 1),
+        ("--limit", o.limit, 1),
+        ("--preview-count", o.preview_count, 0),
     ):
         if number is not None and number < low:
             raise _usage(f"{name} must be at least {low}, got {number}")
-    if map_suffix is not None and (not map_suffix or "/" in map_suffix or os.sep in map_suffix):
-        raise _usage(f"--map-suffix must be a file-name ending, got {map_suffix!r}")
-
-    if source == "sam" and sam_model == "tiny-random" and sam_checkpoint is not None:
-        raise _usage("--sam-model tiny-random has random weights and takes no --sam-checkpoint")
-    if source == "sam" and sam_model != "tiny-random" and sam_checkpoint is None:
-        raise _usage(f"--sam-model {sam_model} needs --sam-checkpoint PATH (a local .pth file)")
-
+    o.root, o.out = Path(o.images_dir), Path(o.out_dir)
+    o.preview = Path(o.preview_dir) if o.preview_dir else None
     try:
-        _run(
-            source=source,
-            root=Path(images_dir),
-            annotations=annotations,
-            map_suffix=map_suffix,
-            sam_checkpoint=sam_checkpoint,
-            sam_model=sam_model,
-            alpha=alpha,
-            stability=stability,
-            points_per_side=points_per_side,
-            width=width,
-            out=Path(out_dir),
-            preview=Path(preview_dir) if preview_dir else None,
-            preview_count=preview_count,
-            limit=limit,
-            overwrite=overwrite,
-            device=device,
-            progress=progress,
-        )
+        _run(o)
     except MaskError as exc:
         raise CliError(str(exc)) from None
 
 
-def _run(
-    *,
-    source: str,
-    root: Path,
-    annotations: str | None,
-    map_suffix: str | None,
-    sam_checkpoint: str | None,
-    sam_model: str,
-    alpha: float,
-    stability: float,
-    points_per_side: int,
-    width: int,
-    out: Path,
-    preview: Path | None,
-    preview_count: int | None,
-    limit: int | None,
-    overwrite: bool,
-    device: str,
-    progress: bool | None,
-) -> None:
-    refuse_test_sets(root, annotations)
-    if not root.is_dir():
-        raise CliError(f"{show(root)}: no such directory")
-    for name, folder in (("--out", out), ("--preview", preview)):
-        if folder is None:
-            continue
-        if folder.exists() and not folder.is_dir():
-            raise CliError(f"{show(folder)}: not a directory ({name})")
-        if _inside(root.resolve(), folder.resolve()):
-            raise CliError(f"{name} {show(folder)} must not be --images or hold it")
-    if preview is not None and preview.resolve() == out.resolve():
-        raise CliError("--preview must be another folder than --out (it would replace masks)")
+def _check_usage(o: SimpleNamespace) -> None:
+    """Options that do not go together, or not with this --source."""
+    sam_only = {
+        "--alpha": o.alpha,
+        "--stability": o.stability,
+        "--points-per-side": o.points_per_side,
+        "--sam-checkpoint": o.sam_checkpoint,
+    }
+    if o.source != "sam":
+        if o.sam_model != "vit_h":
+            raise _usage("--sam-model is only for --source sam")
+        for name, value in sam_only.items():
+            if value is not None:
+                raise _usage(f"{name} is only for --source sam")
+    if o.annotations is not None and o.source != "coco":
+        raise _usage("--annotations is only for --source coco")
+    if o.source == "coco" and o.annotations is None:
+        raise _usage("--source coco needs --annotations JSON")
+    if o.map_suffix is not None and o.source not in MAP_SUFFIXES:
+        raise _usage("--map-suffix is only for --source labels or boundaries")
+    if o.preview_count is not None and o.preview_dir is None:
+        raise _usage("--preview-count needs --preview DIR")
+    suffix = o.map_suffix
+    if suffix is not None and (not suffix or "/" in suffix or os.sep in suffix):
+        raise _usage(f"--map-suffix must be a file-name ending, got {suffix!r}")
+    if o.source == "sam" and o.sam_model == "tiny-random" and o.sam_checkpoint is not None:
+        raise _usage("--sam-model tiny-random has random weights and takes no --sam-checkpoint")
+    if o.source == "sam" and o.sam_model != "tiny-random" and o.sam_checkpoint is None:
+        raise _usage(f"--sam-model {o.sam_model} needs --sam-checkpoint PATH (a local .pth file)")
 
-    params: dict[str, Any] = {"width": width}
+
+def _run(o: SimpleNamespace) -> None:
+    root, out, preview = o.root, o.out, o.preview
+    refuse_test_sets(root, o.annotations)
+    _check_folders(root, out, preview)
+    params: dict[str, Any] = {"width": o.width}
+    exclude = [out, *([preview] if preview else [])]
     missing_what = "images without a map"
-    if source == "coco":
-        assert annotations is not None
-        ann = Path(annotations)
-        if not ann.is_file():
-            raise CliError(f"{show(ann)}: no such file")
-        coco = load_coco(ann)
-        items, missing = coco_items(coco, root)
+    if o.source == "coco":
+        items, missing, edges_fn = _coco_source(root, Path(o.annotations), params)
         missing_what = "annotated images not found"
-        params["annotations"] = _file_facts(ann)
-
-        def edges_fn(rgb: Any, item: Item) -> tuple[Any, int]:
-            info = coco.loadImgs(item.ref)[0]
-            size = (int(info["height"]), int(info["width"]))
-            if size != rgb.shape[:2]:
-                raise MaskError(
-                    f"{item.image}: image is {rgb.shape[1]}x{rgb.shape[0]} but the annotations "
-                    f"say {size[1]}x{size[0]}"
-                )
-            try:
-                found = coco_masks(coco, item.ref)
-            except Exception as exc:  # pycocotools raises bare Exceptions on bad segmentations
-                raise MaskError(f"{item.image}: bad segmentation ({exc})") from None
-            return masks_edges(found, size), len(found)
-
-    elif source in MAP_SUFFIXES:
-        suffix = map_suffix or MAP_SUFFIXES[source]
-        reader = label_map_edges if source == "labels" else boundary_map_edges
-        items, missing = folder_items(root, suffix, exclude=[out, *([preview] if preview else [])])
-        params["map_suffix"] = suffix
-
-        def edges_fn(rgb: Any, item: Item) -> tuple[Any, None]:
-            return reader(item.ref), None
-
+    elif o.source in MAP_SUFFIXES:
+        items, missing, edges_fn = _map_source(o.source, root, o.map_suffix, exclude, params)
     else:
-        if sam_checkpoint and not Path(sam_checkpoint).is_file():
-            raise CliError(f"SAM checkpoint not found: {show(sam_checkpoint)} (never downloaded)")
-        items, missing = folder_items(root, exclude=[out, *([preview] if preview else [])])
-        params.update(
-            model=sam_model,
-            checkpoint=_file_facts(Path(sam_checkpoint)) if sam_checkpoint else None,
-            alpha=alpha,
-            stability=stability,
-            points_per_side=points_per_side,
-        )
-        generator: list[Any] = []  # built before the run, if any image needs it
-
-        def edges_fn(rgb: Any, item: Item) -> tuple[Any, int]:
-            try:
-                found = sam_masks(rgb, generator[0], alpha)
-            except (RuntimeError, ValueError) as exc:  # torch: out of memory; degenerate sizes
-                raise MaskError(f"{item.image}: SAM failed ({exc})") from None
-            return masks_edges(found, rgb.shape[:2]), len(found)
-
-    test_names = _coco128_names()
-    before = len(items)
-    items = [item for item in items if item.image.name not in test_names]
-    excluded = before - len(items)
-    for item in items:
-        refuse_test_sets(item.image)
-    if limit is not None:
-        items = items[:limit]
-    if not items:
-        raise CliError(f"no training images found under {show(root)}")
-    _check_collisions(items)
-    if source == "sam" and pending_items(items, out, source, params, overwrite):
+        items, missing, edges_fn, generator = _sam_source(o, exclude, params)
+    items, excluded = _training_items(items, root, o.limit)
+    if o.source == "sam" and pending_items(items, out, o.source, params, o.overwrite):
         import torch
 
         torch.manual_seed(0)
-        sam = build_sam(sam_model, sam_checkpoint, device)  # only if there is work to do
-        generator.append(build_generator(sam, alpha, points_per_side, stability))
+        sam = build_sam(o.sam_model, o.sam_checkpoint, o.device)  # only if there is work to do
+        generator.append(build_generator(sam, o.alpha, o.points_per_side, o.stability))
 
-    show_bar = progress if progress is not None else sys.stderr.isatty()
+    show_bar = o.progress if o.progress is not None else sys.stderr.isatty()
     summary = make_masks(
         items,
         edges_fn,
         out,
-        source=source,
+        source=o.source,
         params=params,
-        width=width,
-        overwrite=overwrite,
+        width=o.width,
+        overwrite=o.overwrite,
         preview=preview,
-        preview_count=preview_count,
+        preview_count=o.preview_count,
         progress=show_bar,
         on_error=lambda message: click.echo(f"fcodec: error: {message}", err=True),
     )
@@ -370,6 +259,102 @@ def _run(
     click.echo(f"masks: {', '.join(parts)}; manifest {show(summary.manifest)}", err=True)
     if summary.failed:
         click.get_current_context().exit(1)
+
+
+def _check_folders(root: Path, out: Path, preview: Path | None) -> None:
+    if not root.is_dir():
+        raise CliError(f"{show(root)}: no such directory")
+    for name, folder in (("--out", out), ("--preview", preview)):
+        if folder is None:
+            continue
+        if folder.exists() and not folder.is_dir():
+            raise CliError(f"{show(folder)}: not a directory ({name})")
+        if _inside(root.resolve(), folder.resolve()):
+            raise CliError(f"{name} {show(folder)} must not be --images or hold it")
+    if preview is not None and preview.resolve() == out.resolve():
+        raise CliError("--preview must be another folder than --out (it would replace masks)")
+
+
+def _coco_source(root: Path, ann: Path, params: dict[str, Any]) -> tuple[list[Item], int, Any]:
+    """Items and edges of COCO instance masks."""
+    if not ann.is_file():
+        raise CliError(f"{show(ann)}: no such file")
+    coco = load_coco(ann)
+    items, missing = coco_items(coco, root)
+    params["annotations"] = _file_facts(ann)
+
+    def edges_fn(rgb: Any, item: Item) -> tuple[Any, int]:
+        info = coco.loadImgs(item.ref)[0]
+        size = (int(info["height"]), int(info["width"]))
+        if size != rgb.shape[:2]:
+            raise MaskError(
+                f"{item.image}: image is {rgb.shape[1]}x{rgb.shape[0]} but the annotations "
+                f"say {size[1]}x{size[0]}"
+            )
+        try:
+            found = coco_masks(coco, item.ref)
+        except Exception as exc:  # pycocotools raises bare Exceptions on bad segmentations
+            raise MaskError(f"{item.image}: bad segmentation ({exc})") from None
+        return masks_edges(found, size), len(found)
+
+    return items, missing, edges_fn
+
+
+def _map_source(
+    source: str, root: Path, map_suffix: str | None, exclude: list[Path], params: dict[str, Any]
+) -> tuple[list[Item], int, Any]:
+    """Items and edges of label or boundary maps beside the images."""
+    suffix = map_suffix or MAP_SUFFIXES[source]
+    reader = label_map_edges if source == "labels" else boundary_map_edges
+    items, missing = folder_items(root, suffix, exclude=exclude)
+    params["map_suffix"] = suffix
+
+    def edges_fn(rgb: Any, item: Item) -> tuple[Any, None]:
+        return reader(item.ref), None
+
+    return items, missing, edges_fn
+
+
+def _sam_source(
+    o: SimpleNamespace, exclude: list[Path], params: dict[str, Any]
+) -> tuple[list[Item], int, Any, list[Any]]:
+    """Items and edges of SAM masks; the generator is built later, if any image needs it."""
+    if o.sam_checkpoint and not Path(o.sam_checkpoint).is_file():
+        raise CliError(f"SAM checkpoint not found: {show(o.sam_checkpoint)} (never downloaded)")
+    items, missing = folder_items(o.root, exclude=exclude)
+    params.update(
+        model=o.sam_model,
+        checkpoint=_file_facts(Path(o.sam_checkpoint)) if o.sam_checkpoint else None,
+        alpha=o.alpha,
+        stability=o.stability,
+        points_per_side=o.points_per_side,
+    )
+    generator: list[Any] = []
+
+    def edges_fn(rgb: Any, item: Item) -> tuple[Any, int]:
+        try:
+            found = sam_masks(rgb, generator[0], o.alpha)
+        except (RuntimeError, ValueError) as exc:  # torch: out of memory; degenerate sizes
+            raise MaskError(f"{item.image}: SAM failed ({exc})") from None
+        return masks_edges(found, rgb.shape[:2]), len(found)
+
+    return items, missing, edges_fn, generator
+
+
+def _training_items(items: list[Item], root: Path, limit: int | None) -> tuple[list[Item], int]:
+    """The items less coco128's test images (and how many those were), the first ``limit``."""
+    test_names = _coco128_names()
+    before = len(items)
+    items = [item for item in items if item.image.name not in test_names]
+    excluded = before - len(items)
+    for item in items:
+        refuse_test_sets(item.image)
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise CliError(f"no training images found under {show(root)}")
+    _check_collisions(items)
+    return items, excluded
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -1,6 +1,6 @@
 """COCO bbox mAP of a detector on a set of images (pycocotools).
 
-:func:`load_coco` reads an instances JSON quietly; :class:`CocoScorer` turns detections
+:func:`fusioncodec.coco.load_coco` reads an instances JSON; :class:`CocoScorer` turns detections
 into COCO results (class index i -> i-th category id sorted by id; boxes rescaled to the
 annotated image size when a decoded image has another size) and runs ``COCOeval`` on just
 the scored images; :func:`psnr` compares a decoded picture with its original.
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fusioncodec.coco import load_coco
 from fusioncodec.eval.detectors import Detections, Detector
 
 if TYPE_CHECKING:
@@ -31,40 +30,6 @@ __all__ = [
     "load_coco",
     "score_images",
 ]
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """Swallow pycocotools' progress prints (stdout)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def load_coco(path: str | Path) -> Any:
-    """A pycocotools ``COCO`` object for an instances JSON (ValueError if unusable)."""
-    from pycocotools.coco import COCO
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text (JSON) file") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(data.get(key), list) for key in ("images", "annotations", "categories")
-    ):
-        raise ValueError(
-            f"{path}: not a COCO instances file (needs images, annotations, categories)"
-        )
-    coco = COCO()
-    coco.dataset = data
-    with _quiet():
-        try:
-            coco.createIndex()
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: malformed COCO instances file ({exc!r})") from None
-    return coco
 
 
 def category_ids(coco: Any) -> list[int]:
@@ -90,7 +55,7 @@ def evaluate(coco: Any, results: list[dict[str, Any]], image_ids: Sequence[int])
     ids = sorted(set(int(i) for i in image_ids))
     if not results:
         return MapResult(0.0, 0.0, [0.0] * 12, len(ids), 0)
-    with _quiet():
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         detections = coco.loadRes(results)
         evaluator = COCOeval(coco, detections, "bbox")
         evaluator.params.imgIds = ids
