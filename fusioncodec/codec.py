@@ -30,7 +30,7 @@ from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
 from fusioncodec.image import padded, pixel_reader, pixel_writer, to_rgb_array, upright_srgb
 from fusioncodec.nets import STRIDE, ScalableCodec
-from fusioncodec.nets.latent import SliceLatentCodec
+from fusioncodec.nets.latent import LatentCodec
 from fusioncodec.nets.tiling import for_tiles, run_tiled
 from fusioncodec.weights import LoadedModel, WeightsError, load
 
@@ -192,7 +192,7 @@ def latent_check(y_hat: torch.Tensor) -> int:
 
 
 def encode_payload(
-    latent: SliceLatentCodec,
+    latent: LatentCodec,
     y: torch.Tensor,
     q: torch.Tensor,
     context: torch.Tensor | None = None,
@@ -209,7 +209,7 @@ def encode_payload(
 
 
 def _decode_latent(
-    latent: SliceLatentCodec,
+    latent: LatentCodec,
     payload: bytes,
     z_shape: tuple[int, int],
     q: torch.Tensor,

@@ -1,6 +1,6 @@
 """Numerical settings a decoder may meet, and a recorder of what the range decoder reads.
 
-Used by the portability tests and ``scripts/portability_check.py``: a file must decode to
+Used by the portability tests and ``scripts/reproduce/portability_check.py``: a file must decode to
 the same latent, symbol for symbol, whatever kernels, thread count, memory layout or
 precision the floating-point layers run with (the entropy parameters are integer-exact).
 """

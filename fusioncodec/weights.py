@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from fusioncodec.errors import WeightsError
-from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
+from fusioncodec.nets import MODEL_KINDS, CodecConfig
 
-KINDS = ("scalable", "baseline")
+KINDS = tuple(MODEL_KINDS)
 ENTROPY_PARAMETERS = (
     "integer-exact (fusioncodec.nets.exact: 15 fractional bits, int16 weights with a "
     "power-of-two scale per output channel; identical on every device)"
@@ -63,11 +63,10 @@ class LoadedModel:
 
 
 def build(kind: str, config: CodecConfig) -> nn.Module:
-    if kind == "scalable":
-        return ScalableCodec(config)
-    if kind == "baseline":
-        return SingleLayerCodec(config, config.human_lambdas)
-    raise WeightsError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)})")
+    """A fresh model of a kind of :data:`fusioncodec.nets.MODEL_KINDS`."""
+    if kind not in MODEL_KINDS:
+        raise WeightsError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)})")
+    return MODEL_KINDS[kind](config)
 
 
 def identity_of(path: Path) -> bytes:
@@ -193,36 +192,11 @@ def table_problem(model: nn.Module) -> str | None:
 
     Empty tables (a model never updated) are not checked: coding refuses them itself.
     """
-    from fusioncodec.coding.tables import ESCAPE_RANGE
-    from fusioncodec.nets.latent import SliceLatentCodec
+    from fusioncodec.nets.latent import LatentCodec
 
     for prefix, latent in model.named_modules():
-        if not isinstance(latent, SliceLatentCodec):
-            continue
-        eb, gc = latent.entropy_bottleneck, latent.gaussian_conditional
-        for name, module, count in (
-            ("z", eb, eb.channels),
-            ("y", gc, len(gc.scale_table) if gc.scale_table.numel() else 0),
-        ):
-            cdf, length, offset = module._quantized_cdf, module._cdf_length, module._offset
-            if cdf.numel() == 0:
-                continue
-            where = f"{prefix} {name}"
-            if cdf.dim() != 2 or cdf.shape[0] != count or length.shape != (count,):
-                return f"{where}: {tuple(cdf.shape)} tables, the card's sizes need {count}"
-            if offset.shape != (count,) or offset.abs().max() > ESCAPE_RANGE:
-                return f"{where}: offsets out of range"
-            if length.min() < 3 or length.max() > cdf.shape[1]:
-                return f"{where}: table lengths out of range"
-            cols = torch.arange(cdf.shape[1])[None, :]
-            inside = cols < length[:, None]
-            steps = (cdf[:, 1:] - cdf[:, :-1])[inside[:, 1:]]
-            ends = cdf.gather(1, (length - 1).long()[:, None])
-            if (cdf[:, 0] != 0).any() or (ends != 1 << 16).any() or (steps < 1).any():
-                return f"{where}: not increasing 16-bit CDFs"
-        table = gc.scale_table
-        if table.numel() and (not torch.isfinite(table).all() or (table.diff() <= 0).any()):
-            return f"{prefix}: scale table not increasing"
+        if isinstance(latent, LatentCodec) and (problem := latent.table_problem()):
+            return f"{prefix} {problem}"
     return None
 
 
@@ -244,7 +218,7 @@ def load_state(model: nn.Module, state: dict, strict: bool) -> None:
     The likelihood floors keep the model's own values, so training from any weight file
     cannot meet a zero likelihood (infinite rate).
     """
-    from fusioncodec.nets.latent import SliceLatentCodec
+    from fusioncodec.nets.latent import LatentCodec
 
     own = model.state_dict()
     state = {
@@ -252,7 +226,7 @@ def load_state(model: nn.Module, state: dict, strict: bool) -> None:
     }
 
     for prefix, module in model.named_modules():
-        if isinstance(module, SliceLatentCodec):
+        if isinstance(module, LatentCodec):
             head = prefix + "."
             sub = {k[len(head) :]: v for k, v in state.items() if k.startswith(head)}
             module.load_state_dict(sub, strict=strict)
@@ -279,7 +253,7 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
     from safetensors.torch import save_file
 
     from fusioncodec.nets.exact import ExactConvMixin
-    from fusioncodec.nets.latent import SliceLatentCodec
+    from fusioncodec.nets.latent import LatentCodec
 
     model = model.cpu().eval()
     card = dict(card, entropy_parameters=ENTROPY_PARAMETERS)
@@ -288,7 +262,7 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
             for p in model.parameters():
                 p.copy_(p.half().float())
     for module in model.modules():
-        if isinstance(module, SliceLatentCodec):
+        if isinstance(module, LatentCodec):
             module.update()
     # Parameters go to fp16, except the factorized prior's quantiles: the CDF tables were
     # built from their exact values. Buffers (bounds, tables) stay exact as well.

@@ -34,7 +34,7 @@ from fusioncodec.train.schedule import FLOOR_LR, average_decay, learning_rate
 from fusioncodec.train.step import build_model, make_optimizer, optimise, step_losses, trainable
 
 ENV = {"GLIBC_TUNABLES": "set"}
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "gpu"
 
 
 def _script(name: str):  # noqa: ANN202
@@ -339,7 +339,7 @@ def test_train_rate_measures_both_loops(tmp_path: Path, monkeypatch, capsys) -> 
 def test_the_host_free_bottleneck_gives_compressais_results() -> None:
     from compressai.entropy_models import EntropyBottleneck
 
-    from fusioncodec.nets.latent import HostFreeBottleneck
+    from fusioncodec.nets.entropy import HostFreeBottleneck
 
     torch.manual_seed(0)
     ours = HostFreeBottleneck(6)

@@ -192,10 +192,10 @@ def test_validation_refuses_test_sets(tmp_path: Path) -> None:
 
 
 def test_weights_only_checkpoint_through_shards_resumes(tmp_path: Path) -> None:
-    """scripts/checkpoint_shards.py: split (fp16, no optimizer), join, then resume training."""
+    """scripts/gpu/checkpoint_shards.py: split (fp16, no optimizer), join, then resume training."""
     import importlib.util
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "checkpoint_shards.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "checkpoint_shards.py"
     spec = importlib.util.spec_from_file_location("checkpoint_shards", script)
     shards = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shards)

@@ -177,7 +177,7 @@ def train(stage: str, **options: Any) -> None:
     that low qualities get their share (--balance); the lr decays along a cosine to 1e-6
     (--schedule); a moving average of the weights (--ema) is validated and exported. Crops
     are cut on the training device. docs/TRAINING.md gives the recipe's measured effect and
-    the procedure for a lent GPU (scripts/gpu_train.sh).
+    the procedure for a lent GPU (scripts/gpu/gpu_train.sh).
     """
     if os.environ.get("GLIBC_TUNABLES") is None and sys.platform.startswith("linux"):
         # Large malloc thresholds stop page-fault storms in CPU training (35-60% faster here).

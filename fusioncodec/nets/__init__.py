@@ -1,6 +1,7 @@
 """Networks: defined once, used by training, coding and evaluation."""
 
 from fusioncodec.nets.codecs import (
+    MODEL_KINDS,
     STRIDE,
     AdditionalCodec,
     HumanDecoder,
@@ -12,6 +13,7 @@ from fusioncodec.nets.codecs import (
 from fusioncodec.nets.config import CodecConfig
 
 __all__ = [
+    "MODEL_KINDS",
     "STRIDE",
     "AdditionalCodec",
     "CodecConfig",

@@ -3,12 +3,14 @@ codec, slice-wise fusion, human decoder, and the two-layer bundle that holds the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from fusioncodec.layers import analysis_transform, conv, lambda_log_gains, synthesis_transform
 from fusioncodec.nets.config import CodecConfig
-from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
+from fusioncodec.nets.latent import SLICE_CHANNELS, LatentCodec, SliceLatentCodec
 
 STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
 
@@ -33,7 +35,7 @@ class SingleLayerCodec(nn.Module):
         y_hat, likelihoods = self.latent(self.g_a(x), q)
         return {"x_hat": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": likelihoods}
 
-    def latent_codecs(self) -> list[SliceLatentCodec]:
+    def latent_codecs(self) -> list[LatentCodec]:
         return [self.latent]
 
 
@@ -128,8 +130,15 @@ class ScalableCodec(nn.Module):
         x_human = self.human(y_machine, y_add)
         return {"machine": machine, "x_human": x_human, "human_likelihoods": add_likelihoods}
 
-    def latent_codecs(self) -> list[SliceLatentCodec]:
+    def latent_codecs(self) -> list[LatentCodec]:
         return [self.machine.latent, self.additional.latent]
+
+
+# The model kinds a weight file can hold (its card's "kind"): what each is built from.
+MODEL_KINDS: dict[str, Callable[[CodecConfig], nn.Module]] = {
+    "scalable": ScalableCodec,  # the product: machine codec, additional codec, human decoder
+    "baseline": lambda config: SingleLayerCodec(config, config.human_lambdas),  # one layer
+}
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -12,6 +12,8 @@ table index, mean and decoded latent is identical on every device.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -19,6 +21,15 @@ from torch import Tensor, nn
 from fusioncodec._torchvision import ensure_torchvision
 from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
 from fusioncodec.layers import GainUnit, conv
+from fusioncodec.nets.entropy import (
+    HostFreeBottleneck,
+    coder_tables,
+    decoded_symbols,
+    load_table_buffers,
+    min_payload_bits,
+    tables_problem,
+    update_tables,
+)
 from fusioncodec.nets.exact import (
     ACT_LIMIT,
     FRAC,
@@ -35,51 +46,64 @@ from fusioncodec.nets.exact import (
 from fusioncodec.nets.tiling import reader, run_tiled, tiled
 
 ensure_torchvision()
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
-from compressai.models.utils import update_registered_buffers  # noqa: E402
+from compressai.entropy_models import GaussianConditional  # noqa: E402
 from compressai.ops import quantize_ste as ste_round  # noqa: E402
 
 SLICE_CHANNELS = 64
 # Tiles of the networks at latent resolution, in y positions (16 px) and z positions (64 px):
 # a few hundred MB at most for any picture size; a picture up to 2048 px is one tile.
 Y_TILE, Z_TILE = 128, 32
-SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
 
-class HostFreeBottleneck(EntropyBottleneck):
-    """compressai's factorized prior, whose forward never waits for the device.
+class LatentCodec(nn.Module, ABC):
+    """What the codecs need of a latent codec (compare CompressAI's ``LatentCodec``):
 
-    compressai 1.2.8 builds the axis permutation of ``EntropyBottleneck.forward`` as a device
-    tensor and unpacks it, a host-device round trip per call (per training step on a GPU);
-    here it is a tuple of ints. Same parameters, buffers and results.
+    * ``forward(y, q, context)``: the training path, the quantised latent (float) and the
+      likelihoods it is charged for;
+    * ``compress(y, q, encoder, context)`` / ``decompress(decoder, z_shape, q, device,
+      context, echo, words)``: the range-coded stream and the decoder's exact latent, the
+      same on every device;
+    * ``update()`` after training, ``table_problem()`` before coding with loaded tables,
+      ``min_payload_bits(z_shape)`` before decoding anything.
+
+    ``context`` is a tensor the decoder already has (the human layer: the machine latent).
+    A new entropy model subclasses this; the codecs, the weight files and the container
+    never name the class it is.
     """
 
-    def forward(self, x: Tensor, training: bool | None = None) -> tuple[Tensor, Tensor]:
-        training = self.training if training is None else training
-        perm = (1, 0, *range(2, x.ndim))  # B x C x ... <-> C x B x ... (its own inverse)
-        x = x.permute(*perm).contiguous()
-        shape = x.size()
-        values = x.reshape(x.size(0), 1, -1)
-        mode = "noise" if training else "dequantize"
-        outputs = self.quantize(values, mode, self._get_medians())
-        likelihood, _, _ = self._likelihood(outputs)
-        if self.use_likelihood_bound:
-            likelihood = self.likelihood_lower_bound(likelihood)
-        outputs = outputs.reshape(shape).permute(*perm).contiguous()
-        return outputs, likelihood.reshape(shape).permute(*perm).contiguous()
+    @abstractmethod
+    def forward(
+        self, y: Tensor, q: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+    @abstractmethod
+    def compress(
+        self, y: Tensor, q: Tensor, encoder: RangeEncoder, context: Tensor | None = None
+    ) -> Tensor: ...
+
+    @abstractmethod
+    def decompress(
+        self,
+        decoder: RangeDecoder,
+        z_shape: tuple[int, int],
+        q: Tensor,
+        device: torch.device,
+        context: Tensor | None = None,
+        echo: RangeEncoder | None = None,
+        words: int | None = None,
+    ) -> Tensor: ...
+
+    @abstractmethod
+    def update(self) -> None: ...
+
+    @abstractmethod
+    def table_problem(self) -> str | None: ...
+
+    @abstractmethod
+    def min_payload_bits(self, z_shape: tuple[int, int]) -> float: ...
 
 
-def scale_table() -> Tensor:
-    """The 64 log-spaced Gaussian scales whose CDFs are tabulated."""
-    return torch.exp(torch.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS))
-
-
-def _check_words(echo: RangeEncoder, words: int | None) -> None:
-    if words is not None and echo.num_words() > words:
-        raise ValueError("the payload ends before the latent does")
-
-
-class SliceLatentCodec(nn.Module):
+class SliceLatentCodec(LatentCodec):
     """Hyperprior + S-slice channel-conditional entropy model with LRP and gain units."""
 
     def __init__(
@@ -188,60 +212,26 @@ class SliceLatentCodec(nn.Module):
         (after training; the float weights of the integer networks move to the values of
         their integers)."""
         quantize_all(self)
-        eb = self.entropy_bottleneck
-        with torch.no_grad():
-            median = eb.quantiles[:, :, 1].clone()
-            eb._update_quantiles()  # search the tails of the learned density exactly
-            eb.quantiles[:, :, 1] = median  # keep the median training rounded z around
-            lo, hi = eb.quantiles[:, :, 0], eb.quantiles[:, :, 2]
-            eb.quantiles[:, :, 0] = torch.minimum(lo, median - 0.5)
-            eb.quantiles[:, :, 2] = torch.maximum(hi, median + 0.5)
-        eb.update(force=True)
-        self.gaussian_conditional.update_scale_table(scale_table(), force=True)
+        update_tables(self.entropy_bottleneck, self.gaussian_conditional)
         self._tables = None
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
         """Load weights, resizing the CDF-table buffers to the stored shapes."""
-        for name, module in (
-            ("entropy_bottleneck", self.entropy_bottleneck),
-            ("gaussian_conditional", self.gaussian_conditional),
-        ):
-            keys = ["_quantized_cdf", "_offset", "_cdf_length"]
-            if name == "gaussian_conditional":
-                keys.append("scale_table")
-            update_registered_buffers(module, name, keys, state_dict)
+        load_table_buffers(self.entropy_bottleneck, self.gaussian_conditional, state_dict)
         self._tables = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def tables(self) -> tuple[CategoricalTables, CategoricalTables]:
         """The (z, y) table sets, built once from the stored integer CDFs."""
         if self._tables is None:
-            eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-            if eb._offset.numel() == 0 or gc._offset.numel() == 0:
-                raise RuntimeError("entropy tables missing: call update() after training")
-            self._tables = tuple(
-                CategoricalTables(
-                    m._quantized_cdf.cpu().numpy(),
-                    m._cdf_length.cpu().numpy(),
-                    m._offset.cpu().numpy(),
-                )
-                for m in (eb, gc)
-            )
+            self._tables = coder_tables(self.entropy_bottleneck, self.gaussian_conditional)
         return self._tables
 
     def min_payload_bits(self, z_shape: tuple[int, int]) -> float:
-        """A lower bound on any payload's size for a hyper-latent of ``z_shape``: each z
-        symbol costs at least ``-log2`` of its table's largest probability.  A shorter
-        payload cannot be valid, so the decoder refuses it before allocating anything."""
-        eb = self.entropy_bottleneck
-        cdf, length = eb._quantized_cdf, eb._cdf_length
-        cols = torch.arange(cdf.shape[1] - 1)[None, :]
-        steps = (cdf[:, 1:] - cdf[:, :-1]).where(cols < (length[:, None] - 1), 0)
-        largest = steps.amax(dim=1).double() / (1 << 16)
-        # Only tables whose top probability is clearly below 1 count: the coder's own
-        # quantisation of probabilities near 1 could make those symbols cheaper still.
-        bits = -torch.log2(largest[largest <= 0.99])
-        return 0.9 * float(bits.sum()) * z_shape[0] * z_shape[1]
+        return min_payload_bits(self.entropy_bottleneck, z_shape)
+
+    def table_problem(self) -> str | None:
+        return tables_problem(self.entropy_bottleneck, self.gaussian_conditional)
 
     def _z_indexes(self, shape: torch.Size) -> np.ndarray:
         c = shape[1]
@@ -282,14 +272,30 @@ class SliceLatentCodec(nn.Module):
         z_tables, _ = self.tables()
         shape = torch.Size((1, self.entropy_bottleneck.channels, *z_shape))
         z_indexes = self._z_indexes(shape)
-        z_values = z_tables.decode(decoder, z_indexes)
-        if echo is not None:
-            z_tables.encode(echo, z_values, z_indexes)
-            _check_words(echo, words)
+        z_values = decoded_symbols(z_tables, z_indexes, decoder, echo, words)
         z_values = torch.from_numpy(z_values.reshape(shape)).to(device)
         return self._code_slices(
             z_values, None, q, context, decoder=decoder, echo=echo, words=words
         )
+
+    def _hyper_fixed(self, z_values: Tensor, context: Tensor | None) -> Tensor:
+        """The hyper-synthesis output (and the context's share) in fixed point, as int32."""
+        device = z_values.device
+        medians = to_fixed(self.entropy_bottleneck._get_medians().to(device))
+        z_hat = (z_values.double() * (1 << FRAC) + medians).clamp_(-ACT_LIMIT, ACT_LIMIT)
+        # Exact values are stored as int32 (|a| < 2**31) and the networks run in tiles: an
+        # integer network gives the same numbers in any tiling (nets.tiling).
+        hyper = tiled(
+            lambda t: run_exact(self.h_s, t), z_hat, Z_TILE, 2, scale_out=4, dtype=torch.int32
+        )
+        if self.context is None:
+            return hyper
+        if context is None:
+            raise ValueError("this latent codec is conditioned: give its context")
+        from_context = tiled(
+            lambda t: run_exact(self.context, to_fixed(t)), context, Y_TILE, 2, dtype=torch.int32
+        )
+        return (hyper + from_context).clamp_(-ACT_LIMIT, ACT_LIMIT)
 
     @staticmethod
     def _slice_params(net: nn.Sequential, inputs: Tensor, thresholds: Tensor) -> Tensor:
@@ -317,26 +323,8 @@ class SliceLatentCodec(nn.Module):
         """
         _, y_tables = self.tables()
         device = z_values.device
-        medians = to_fixed(self.entropy_bottleneck._get_medians().to(device))
-        z_hat = (z_values.double() * (1 << FRAC) + medians).clamp_(-ACT_LIMIT, ACT_LIMIT)
-        grid = (4 * z_hat.shape[-2], 4 * z_hat.shape[-1])  # y positions
-        # Exact values are stored as int32 (|a| < 2**31) and the networks run in tiles: an
-        # integer network gives the same numbers in any tiling (nets.tiling).
-        hyper = tiled(
-            lambda t: run_exact(self.h_s, t), z_hat, Z_TILE, 2, scale_out=4, dtype=torch.int32
-        )
-        if self.context is not None:
-            if context is None:
-                raise ValueError("this latent codec is conditioned: give its context")
-            from_context = tiled(
-                lambda t: run_exact(self.context, to_fixed(t)),
-                context,
-                Y_TILE,
-                2,
-                dtype=torch.int32,
-            )
-            hyper = (hyper + from_context).clamp_(-ACT_LIMIT, ACT_LIMIT)
-            del from_context
+        grid = (4 * z_values.shape[-2], 4 * z_values.shape[-1])  # y positions
+        hyper = self._hyper_fixed(z_values, context)
         thresholds = scale_thresholds(self.gaussian_conditional.scale_table).to(device)
         gains = self.gain.inverse_exact(float(q.item())).to(device)
         y_hat = torch.empty((1, self.channels, *grid), dtype=torch.float32, device=device)
@@ -361,6 +349,7 @@ class SliceLatentCodec(nn.Module):
             means, indexes = params[:, :SLICE_CHANNELS], params[:, SLICE_CHANNELS:]
             del params
             flat_indexes = indexes.cpu().numpy().ravel()
+            del indexes
             if encoder is not None:
                 assert scaled is not None
                 part = slice(i * SLICE_CHANNELS, (i + 1) * SLICE_CHANNELS)
@@ -369,11 +358,8 @@ class SliceLatentCodec(nn.Module):
                 values = y_tables.encode(encoder, symbols.cpu().numpy().ravel(), flat_indexes)
                 del symbols
             else:
-                values = y_tables.decode(decoder, flat_indexes)
-                if echo is not None:
-                    y_tables.encode(echo, values, flat_indexes)
-                    _check_words(echo, words)
-            del indexes, flat_indexes
+                values = decoded_symbols(y_tables, flat_indexes, decoder, echo, words)
+            del flat_indexes
             values = torch.from_numpy(values.reshape(means.shape)).to(device, torch.int64)
             decoded.append((values * (1 << FRAC) + means).to(torch.int32))
             del values, means

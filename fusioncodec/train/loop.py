@@ -134,181 +134,227 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = cfg.out / "checkpoint.pt"
-    state = None
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        saved = CodecConfig.from_dict(state["config"]["codec"])
-        if saved != cfg.codec:  # a run keeps its architecture and lambdas when resumed
-            tqdm.write(f"resuming with the checkpoint's codec settings: {saved.to_dict()}")
-            cfg.codec = saved
-        cfg.seed = state["config"].get("seed", cfg.seed)  # the same shrunk copies as before
-    model = build_model(cfg.stage, cfg.codec)
-    if cfg.init is not None and state is None:
-        from fusioncodec.weights import load_weights_into, read_card
+    return _Run(cfg).run()
 
-        load_weights_into(model, cfg.init, strict=False)
-        _reseat_levels(model, cfg.stage, read_card(cfg.init)["config"], cfg.codec)
-    step, elapsed = 0, 0.0
-    if state is not None:
-        from fusioncodec.weights import load_state
 
-        load_state(model, state["model"], strict=True)  # CDF tables of any size (on the CPU)
-        step, elapsed = state["step"], state["elapsed"]
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    )
-    model = model.to(device, memory_format=torch.channels_last)
-    optimizer, main, quantiles = make_optimizer(model, trainable(model, cfg.stage), cfg.lr)
-    if state is not None and state.get("optimizer") is not None:  # weights-only: fresh Adam
-        optimizer.load_state_dict(state["optimizer"])
-    torch.manual_seed(cfg.seed + step)  # qualities: a resumed run does not repeat its start
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size: autotune the convolutions
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    model.train()
-    if cfg.stage == "human":
-        model.machine.eval()
-    average = None
-    if cfg.ema:
-        saved_average = state.get("ema") if state is not None else None
+def _resumed(cfg: TrainConfig, ckpt_path: Path) -> dict[str, Any] | None:
+    """The checkpoint of a run to resume (None: a new run); the run keeps its architecture,
+    lambdas and seed."""
+    if not ckpt_path.exists():
+        return None
+    state = load_checkpoint(ckpt_path)
+    saved = CodecConfig.from_dict(state["config"]["codec"])
+    if saved != cfg.codec:
+        tqdm.write(f"resuming with the checkpoint's codec settings: {saved.to_dict()}")
+        cfg.codec = saved
+    cfg.seed = state["config"].get("seed", cfg.seed)  # the same shrunk copies as before
+    return state
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+class _Run:
+    """One training run: its model, optimizer, average, crops and log, and the loop."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.ckpt_path = cfg.out / "checkpoint.pt"
+        state = _resumed(cfg, self.ckpt_path)
+        self.model = build_model(cfg.stage, cfg.codec)
+        self.step, self.elapsed = 0, 0.0
+        if cfg.init is not None and state is None:
+            from fusioncodec.weights import load_weights_into, read_card
+
+            load_weights_into(self.model, cfg.init, strict=False)
+            _reseat_levels(self.model, cfg.stage, read_card(cfg.init)["config"], cfg.codec)
+        if state is not None:
+            from fusioncodec.weights import load_state
+
+            load_state(self.model, state["model"], strict=True)  # CDF tables of any size
+            self.step, self.elapsed = state["step"], state["elapsed"]
+        self.device = device = _device(cfg.device)
+        self.model = self.model.to(device, memory_format=torch.channels_last)
+        params = trainable(self.model, cfg.stage)
+        self.optimizer, self.main, self.quantiles = make_optimizer(self.model, params, cfg.lr)
+        if state is not None and state.get("optimizer") is not None:  # weights-only: fresh Adam
+            self.optimizer.load_state_dict(state["optimizer"])
+        torch.manual_seed(cfg.seed + self.step)  # qualities: a resumed run does not repeat
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: autotune the convolutions
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        self.model.train()
+        if cfg.stage == "human":
+            self.model.machine.eval()
+        self.average = self._average(state)
+        self.sampler = self._sampler()
+        self.log = (cfg.out / "log.jsonl").open("a")
+        self.stop = False
+        self.good = self.snapshot()
+
+    def _average(self, state: dict[str, Any] | None) -> WeightAverage | None:
+        cfg = self.cfg
+        if not cfg.ema:
+            return None
+        saved = state.get("ema") if state is not None else None
         # a checkpoint from before the warm-up count: its average is past any warm-up
-        updates = state.get("ema_updates", 10**9) if saved_average is not None else 0
-        average = WeightAverage(model, cfg.ema, saved_average, updates)
-        if saved_average is None:
-            tqdm.write(f"moving average of the weights (decay {cfg.ema}) starts at step {step}")
-    sources = json.dumps(
-        [str(cfg.train_root.resolve()), *map(str, cfg.mask_dirs), *sorted(cfg.sources)]
-    )
-    cache = cfg.out.parent / f"edges-{hashlib.sha1(sources.encode()).hexdigest()[:10]}.npz"
-    packed = load_or_build(cache, cfg.train_root, cfg.shared, cfg.mask_dirs, cfg.sources)
-    # the same shrunk copies on resume: drawn from the run's seed, not its step
-    items = pictures(packed, cfg.crop, cfg.scale, cfg.versions, cfg.seed, device)
-    del packed
-    edges_only = cfg.stage == "machine"  # unannotated photos teach the machine layer nothing
-    sampler = CropSampler(items, cfg.crop, cfg.seed + step, device, edges_only)
-    del items
-    tqdm.write(f"{len(sampler)} training pictures on {device}")
-    log = (cfg.out / "log.jsonl").open("a")
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+        updates = state.get("ema_updates", 10**9) if saved is not None else 0
+        if saved is None:
+            tqdm.write(
+                f"moving average of the weights (decay {cfg.ema}) starts at step {self.step}"
+            )
+        return WeightAverage(self.model, cfg.ema, saved, updates)
 
-    def snapshot() -> dict[str, Any]:
+    def _sampler(self) -> CropSampler:
+        cfg = self.cfg
+        sources = json.dumps(
+            [str(cfg.train_root.resolve()), *map(str, cfg.mask_dirs), *sorted(cfg.sources)]
+        )
+        cache = cfg.out.parent / f"edges-{hashlib.sha1(sources.encode()).hexdigest()[:10]}.npz"
+        packed = load_or_build(cache, cfg.train_root, cfg.shared, cfg.mask_dirs, cfg.sources)
+        # the same shrunk copies on resume: drawn from the run's seed, not its step
+        items = pictures(packed, cfg.crop, cfg.scale, cfg.versions, cfg.seed, self.device)
+        del packed
+        edges_only = cfg.stage == "machine"  # unannotated photos teach the machine layer nothing
+        sampler = CropSampler(items, cfg.crop, cfg.seed + self.step, self.device, edges_only)
+        tqdm.write(f"{len(sampler)} training pictures on {self.device}")
+        return sampler
+
+    def snapshot(self) -> dict[str, Any]:
         """Model and optimizer state to return to if training stops producing finite steps."""
+        average = self.average
         return copy.deepcopy(
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
                 "ema": average.model.state_dict() if average else None,
                 "ema_updates": average.updates if average else 0,
             }
         )
 
-    def save() -> None:
-        nonlocal good
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            bar.write("not saving: the weights are no longer finite (last checkpoint kept)")
+    def save(self) -> None:
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            self.bar.write("not saving: the weights are no longer finite (last checkpoint kept)")
             return
-        good = snapshot()
-        tmp = ckpt_path.with_suffix(".tmp")
-        config = plain({**asdict(cfg), "codec": cfg.codec.to_dict()})
-        torch.save({**good, "elapsed": elapsed, "config": config}, tmp)
-        tmp.replace(ckpt_path)
+        self.good = self.snapshot()
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        config = plain({**asdict(self.cfg), "codec": self.cfg.codec.to_dict()})
+        torch.save({**self.good, "elapsed": self.elapsed, "config": config}, tmp)
+        tmp.replace(self.ckpt_path)
 
-    def validation(step: int) -> None:
+    def write(self, row: dict[str, Any]) -> None:
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
+
+    def validation(self) -> None:
+        cfg = self.cfg
         if not cfg.val_images:
             return
         from fusioncodec.train.validate import validate
 
         kind = "baseline" if cfg.stage == "baseline" else "scalable"
         levels = cfg.codec.levels
-        shown = average.model if average else model  # the weights an export would ship
+        shown = self.average.model if self.average else self.model  # what an export ships
         row = validate(shown, kind, cfg.codec.to_dict(), cfg.val_images, [1.0, levels / 2, levels])
-        row = {"step": step, "minutes": round(elapsed / 60, 2), **row}
-        if average:
+        row = {"step": self.step, "minutes": round(self.elapsed / 60, 2), **row}
+        if self.average:
             row["ema"] = cfg.ema
-        log.write(json.dumps(row) + "\n")
-        log.flush()
-        bar.write(f"validation at step {step}: {row}")
+        self.write(row)
+        self.bar.write(f"validation at step {self.step}: {row}")
 
-    start, last_save, last_val = time.time() - elapsed, time.time(), time.time()
-    sums: dict[str, torch.Tensor] = {}
-    count = rollbacks = 0
-    streak = torch.zeros((), device=device)  # consecutive skipped (non-finite) steps
-    skipped = torch.zeros((), device=device)  # skipped steps since the last log row
-    good = snapshot()
-    bar = tqdm(
-        total=cfg.max_steps if cfg.max_steps < 1_000_000 else None,
-        initial=step,
-        desc=cfg.stage,
-        unit="it",
-        mininterval=10,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    while not stop["now"]:
-        elapsed = time.time() - start
-        progress = max(step / cfg.max_steps, elapsed / 60 / cfg.max_minutes)
-        if progress >= 1:
-            break
-        lr = learning_rate(cfg.lr, progress, cfg.schedule, cfg.decay_at)
-        optimizer.param_groups[0]["lr"] = lr
-        x, mask = sampler.batch(cfg.batch)
-        losses = step_losses(model, cfg.stage, x, mask, cfg.codec, cfg.balance)
-        bad = optimise(optimizer, losses, main, quantiles)  # a bad batch is not applied
-        if average:
-            average.update()
-        streak = (streak + 1) * bad
-        skipped = skipped + bad
-        step += 1
-        bar.update()
-        for k, v in losses.items():  # summed on the device: no host sync per step
-            sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
-        count += 1
-        if step % cfg.rollback_after == 0 and streak.item() >= cfg.rollback_after:
-            # the state itself is bad: go back and reshuffle
-            if rollbacks >= cfg.max_rollbacks:
-                raise TrainingDiverged(
-                    f"training diverged {rollbacks + 1} times (last at step {step}); "
-                    f"{ckpt_path} keeps the last finite state: resume with a lower --lr"
-                )
-            rollbacks += 1
-            bar.write(f"step {step}: {int(streak)} non-finite steps; back to step {good['step']}")
-            model.load_state_dict(good["model"])
-            optimizer.load_state_dict(good["optimizer"])
-            if average:
-                average.model.load_state_dict(good["ema"])
-                average.updates = good["ema_updates"]
-            step, sums, count = good["step"], {}, 0
-            streak.zero_()
-            sampler.reseed(cfg.seed + step + 7919 * rollbacks)
-            row = {"step": step, "minutes": round(elapsed / 60, 2), "rollback": rollbacks}
-            log.write(json.dumps(row) + "\n")
-            continue
-        if step % cfg.log_every == 0:
-            row = {"step": step, "minutes": round(elapsed / 60, 2), "lr": lr}
-            row |= {k: round(float(v) / count, 4) for k, v in sums.items()}
-            if skipped_now := int(skipped):
-                row["skipped"] = skipped_now
-            skipped.zero_()
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            bar.set_postfix({k: row[k] for k in list(row)[3:6]}, refresh=False)
-            sums, count = {}, 0
-        if time.time() - last_save > cfg.checkpoint_minutes * 60:
-            save()
-            last_save = time.time()
-        if time.time() - last_val > cfg.validate_minutes * 60:
-            validation(step)
-            last_val = time.time()
-    elapsed = time.time() - start
-    bar.close()
-    save()
-    validation(step)
-    log.close()
-    if math.isfinite(elapsed):
-        (cfg.out / "done").write_text(json.dumps({"step": step, "minutes": elapsed / 60}))
-    os.sync()
-    return ckpt_path
+    def rollback(self, streak: int, rollbacks: int) -> None:
+        """Go back to the last good state with fresh batches (the state itself went bad)."""
+        cfg, good = self.cfg, self.good
+        if rollbacks > cfg.max_rollbacks:
+            raise TrainingDiverged(
+                f"training diverged {rollbacks} times (last at step {self.step}); "
+                f"{self.ckpt_path} keeps the last finite state: resume with a lower --lr"
+            )
+        self.bar.write(f"step {self.step}: {streak} non-finite steps; back to step {good['step']}")
+        self.model.load_state_dict(good["model"])
+        self.optimizer.load_state_dict(good["optimizer"])
+        if self.average:
+            self.average.model.load_state_dict(good["ema"])
+            self.average.updates = good["ema_updates"]
+        self.step = good["step"]
+        self.sampler.reseed(cfg.seed + self.step + 7919 * rollbacks)
+        row = {"step": self.step, "minutes": round(self.elapsed / 60, 2), "rollback": rollbacks}
+        self.log.write(json.dumps(row) + "\n")
+
+    def run(self) -> Path:
+        cfg = self.cfg
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: setattr(self, "stop", True))
+        start, last_save, last_val = time.time() - self.elapsed, time.time(), time.time()
+        sums: dict[str, torch.Tensor] = {}
+        count = rollbacks = 0
+        streak = torch.zeros((), device=self.device)  # consecutive skipped (non-finite) steps
+        skipped = torch.zeros((), device=self.device)  # skipped steps since the last log row
+        total = cfg.max_steps if cfg.max_steps < 1_000_000 else None
+        self.bar = bar = tqdm(
+            total=total, initial=self.step, desc=cfg.stage, unit="it", mininterval=10,
+            file=sys.stderr, dynamic_ncols=True,
+        )  # fmt: skip
+        while not self.stop:
+            self.elapsed = time.time() - start
+            progress = max(self.step / cfg.max_steps, self.elapsed / 60 / cfg.max_minutes)
+            if progress >= 1:
+                break
+            lr = learning_rate(cfg.lr, progress, cfg.schedule, cfg.decay_at)
+            losses, bad = self.train_step(lr)
+            streak = (streak + 1) * bad
+            skipped = skipped + bad
+            for k, v in losses.items():  # summed on the device: no host sync per step
+                sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
+            count += 1
+            if self.step % cfg.rollback_after == 0 and streak.item() >= cfg.rollback_after:
+                rollbacks += 1
+                self.rollback(int(streak), rollbacks)
+                sums, count = {}, 0
+                streak.zero_()
+                continue
+            if self.step % cfg.log_every == 0:
+                row = {"step": self.step, "minutes": round(self.elapsed / 60, 2), "lr": lr}
+                row |= {k: round(float(v) / count, 4) for k, v in sums.items()}
+                if skipped_now := int(skipped):
+                    row["skipped"] = skipped_now
+                skipped.zero_()
+                self.write(row)
+                bar.set_postfix({k: row[k] for k in list(row)[3:6]}, refresh=False)
+                sums, count = {}, 0
+            if time.time() - last_save > cfg.checkpoint_minutes * 60:
+                self.save()
+                last_save = time.time()
+            if time.time() - last_val > cfg.validate_minutes * 60:
+                self.validation()
+                last_val = time.time()
+        return self.finish(start)
+
+    def train_step(self, lr: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One optimisation step; ``bad`` (on the device) is 1 when it was skipped."""
+        cfg = self.cfg
+        self.optimizer.param_groups[0]["lr"] = lr
+        x, mask = self.sampler.batch(cfg.batch)
+        losses = step_losses(self.model, cfg.stage, x, mask, cfg.codec, cfg.balance)
+        bad = optimise(self.optimizer, losses, self.main, self.quantiles)  # not applied if bad
+        if self.average:
+            self.average.update()
+        self.step += 1
+        self.bar.update()
+        return losses, bad
+
+    def finish(self, start: float) -> Path:
+        self.elapsed = time.time() - start
+        self.bar.close()
+        self.save()
+        self.validation()
+        self.log.close()
+        if math.isfinite(self.elapsed):
+            done = {"step": self.step, "minutes": self.elapsed / 60}
+            (self.cfg.out / "done").write_text(json.dumps(done))
+        os.sync()
+        return self.ckpt_path

@@ -22,7 +22,7 @@ class Balance:
 
     ``human`` and ``machine`` are the exponents of :func:`quality_weight` for the whole-image
     loss (human layer, baseline) and the edge loss (machine layer), fitted to the shipped
-    weights' gradient norms by ``scripts/fit_quality_balance.py``; 0 weights every crop
+    weights' gradient norms by ``scripts/reproduce/fit_quality_balance.py``; 0 weights every crop
     alike. ``ends``: every quality level drawn equally often, the two ends included.
     """
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
+from fusioncodec.nets import MODEL_KINDS, CodecConfig
 from fusioncodec.train.losses import (
     bits_per_pixel,
     edge_mse,
@@ -32,9 +32,8 @@ from fusioncodec.train.recipe import DEFAULT_BALANCE, Balance
 
 
 def build_model(stage: str, codec: CodecConfig) -> nn.Module:
-    if stage == "baseline":
-        return SingleLayerCodec(codec, codec.human_lambdas)
-    return ScalableCodec(codec)
+    """The model a stage trains: the baseline, or the two-layer codec (every other stage)."""
+    return MODEL_KINDS["baseline" if stage == "baseline" else "scalable"](codec)
 
 
 def trainable(model: nn.Module, stage: str) -> list[nn.Parameter]:

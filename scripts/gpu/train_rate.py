@@ -1,6 +1,6 @@
 """Training steps per second fed by the crop sampler against the same step on random tensors.
 
-    python scripts/train_rate.py --stages baseline,joint --batch 64 --steps 40 --device cuda
+    python scripts/gpu/train_rate.py --stages baseline,joint --batch 64 --steps 40 --device cuda
 
 The issue's bar for a GPU: real training at >= 90% of the random-tensor rate. Both loops run
 the loop's own step (:func:`~fusioncodec.train.step.step_losses` and

@@ -1,16 +1,16 @@
 """Cross-device decoding check: encode a corpus on one device, decode it on another.
 
-  python scripts/portability_check.py corpus --out cache/portability/cpu
+  python scripts/reproduce/portability_check.py corpus --out cache/portability/cpu
       encode the corpus here (Kodak and coco128 crops, qualities 1-8, two-layer and
       machine-only files) and record, per layer, the decoded latent's and symbols' digests
       and the decoded picture
-  python scripts/portability_check.py check cache/portability/cpu --device cuda \
+  python scripts/reproduce/portability_check.py check cache/portability/cpu --device cuda \
       --encode-out cache/portability/cuda
       decode every file on --device and compare with the record (latent, symbols, largest
       pixel difference); with --encode-out, also encode the corpus on --device into a new
       corpus folder, to be checked back where it came from
 
-Prints one line of counts per check. ``scripts/gpu_portability.sh`` runs the device side in
+Prints one line of counts per check. ``scripts/gpu/gpu_portability.sh`` runs the device side in
 one command; tests/test_portability.py runs the same records under CPU settings in CI.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,10 +26,11 @@ import torch
 from PIL import Image
 
 from fusioncodec.codec import Codec
+from fusioncodec.files import shared_dir
 from fusioncodec.portability import SETTINGS, corpus_plan, decode_record, numeric_setting
 from fusioncodec.weights import default_weights
 
-SHARED = Path(os.environ.get("FUSIONCODEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = shared_dir()
 
 
 def _images(shared: Path, kodak: int, coco: int) -> list[tuple[str, Image.Image]]:

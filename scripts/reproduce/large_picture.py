@@ -1,6 +1,6 @@
 """Peak memory and time of coding a large picture, tiled (the default) or in one piece.
 
-    python scripts/large_picture.py --size 4096x4096 --out runs/large [--untiled]
+    python scripts/reproduce/large_picture.py --size 4096x4096 --out runs/large [--untiled]
 
 Makes a WIDTHxHEIGHT picture from a photo (Lanczos resize of --source, default Kodak's
 kodim23), then in separate processes encodes it (both layers, --quality) and decodes each

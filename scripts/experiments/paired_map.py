@@ -1,6 +1,6 @@
 """Is a change in coco128 detector mAP more than the test set's sampling noise?
 
-  python scripts/paired_map.py DECODED_A DECODED_B [--halves 60]
+  python scripts/experiments/paired_map.py DECODED_A DECODED_B [--halves 60]
 
 DECODED_A and DECODED_B hold the same coco128 pictures decoded two ways (PNG, named by
 the image stems). Prints, per detector, mAP(A) - mAP(B) on all images and the spread of that
@@ -11,7 +11,6 @@ standard error of the full-set difference).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,9 @@ from PIL import Image
 
 from fusioncodec.eval.coco_map import CocoScorer, evaluate, load_coco
 from fusioncodec.eval.detectors import fastestdet, yolox
+from fusioncodec.files import shared_dir
 
-SHARED = Path(os.environ.get("FUSIONCODEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = shared_dir()
 
 
 def _difference(coco: object, scorers: list[CocoScorer], subset: list[int]) -> float:

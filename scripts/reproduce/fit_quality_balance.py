@@ -1,6 +1,6 @@
 """Fit the quality-balance exponents of ``fcodec train --balance`` to trained weights.
 
-    python scripts/fit_quality_balance.py --crops 6
+    python scripts/reproduce/fit_quality_balance.py --crops 6
 
 Prints, per stage, the median per-crop gradient norm at each quality level and the fitted
 exponent e of ``|grad| ~ lambda ** e`` (the loss weight is ``lambda ** -e``). Crops come
@@ -20,9 +20,9 @@ from fusioncodec.nets import CodecConfig
 from fusioncodec.train.balance import fit_exponent, gradient_norms
 from fusioncodec.train.data import CropSampler, build_edge_dataset, pictures
 from fusioncodec.train.step import build_model
-from fusioncodec.weights import load_weights_into, read_card
+from fusioncodec.weights import load_weights_into, models_dir, read_card
 
-MODELS = Path(__file__).resolve().parents[1] / "fusioncodec" / "models"
+MODELS = models_dir()
 
 
 def main() -> None:

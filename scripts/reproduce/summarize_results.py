@@ -1,12 +1,12 @@
 """Condense the committed evaluation outputs into one JSON for model cards and the README.
 
-    python scripts/summarize_results.py results/ > results/summary.json
+    python scripts/reproduce/summarize_results.py results/ > results/summary.json
 
 Reads results/kodak/ (fcodec eval human), results/kodak-*/ (the same with other settings,
 e.g. a fixed machine-layer quality), results/coco128/ (fcodec eval machine),
 results/coco128-layers/ (the human layer and the baseline under the same detectors),
-results/m-compare/summary.json (scripts/compare_m.py) and results/bench.json (fcodec bench)
-when present.
+results/m-compare/summary.json (scripts/experiments/compare_m.py) and results/bench.json
+(fcodec bench) when present.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Tabulate the recipe A/B (scripts/recipe_ab.sh): Kodak BD-rate of each variant.
+"""Tabulate the recipe A/B (scripts/reproduce/recipe_ab.sh): Kodak BD-rate of each variant.
 
-    python scripts/recipe_ab_table.py runs/recipe-ab [--json results/recipe-ab.json]
+    python scripts/reproduce/recipe_ab_table.py runs/recipe-ab [--json results/recipe-ab.json]
 
 For each variant with a ``kodak-VARIANT/baseline.json``: BD-rate against VTM
 ($FUSIONCODEC_SHARED/anchors/kodak/vtm.json) and against the ``before`` variant (the recipe

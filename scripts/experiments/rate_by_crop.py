@@ -1,6 +1,7 @@
 """The model's own rate estimate per latent slice, on square crops of growing size.
 
-    python scripts/rate_by_crop.py WEIGHTS --images DIR [--quality 8] [--sizes 128,256,320]
+    python scripts/experiments/rate_by_crop.py WEIGHTS --images DIR [--quality 8] \
+        [--sizes 128,256,320]
 
 A model whose hyperprior only ever saw small training crops (a 2x2 hyper-latent grid at
 128 px) predicts its latent well on crops that size and badly on bigger ones: the rate per

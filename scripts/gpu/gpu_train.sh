@@ -2,20 +2,20 @@
 # One GPU slot (15 device-minutes, machine start included) spent on training, end to end.
 #
 # Here, before the slot (CPU only):
-#   scripts/gpu_train.sh prepare MODEL    MODEL: baseline or joint. Fetches the wheels the GPU
+#   scripts/gpu/gpu_train.sh prepare MODEL    MODEL: baseline or joint. Fetches the wheels the GPU
 #       machine lacks (.whl/), takes the shipped weight files out of what travels (git rm
 #       --cached + .git/info/exclude; only MODEL's starting weights are carried), packs as
 #       many training images as fit (cache/gpu-data, source files unchanged) and prints the
 #       travel size and the device call to make.
-#   scripts/gpu_train.sh restore          puts the weight files back under git (always run it)
+#   scripts/gpu/gpu_train.sh restore          puts the weight files back under git (always run it)
 # On the GPU machine, two calls back to back (a call lasts at most 10 minutes):
-#   scripts/gpu_train.sh start MODEL MINUTES WAIT   installs the wheels, measures the step
+#   scripts/gpu/gpu_train.sh start MODEL MINUTES WAIT   installs the wheels, measures the step
 #       rate on random tensors and on the sampler (train_rate.py, ~1 min), launches
 #       `fcodec train MODEL` detached for MINUTES (checkpoints every 2 minutes), and returns
 #       after WAIT seconds; every 2 minutes the newest checkpoint goes to $OUT as shards.
-#   scripts/gpu_train.sh finish           waits for the run to end; final shards and logs to $OUT.
+#   scripts/gpu/gpu_train.sh finish           waits for the run to end; final shards and logs to $OUT.
 # (DEVICE=cpu BATCH=2 INSTALL=0 RATE=0 OUT=DIR try the device side here, on the CPU.)
-# Back here: python scripts/checkpoint_shards.py join FILES_AT MODEL runs/gpu/MODEL/checkpoint.pt
+# Back here: python scripts/gpu/checkpoint_shards.py join FILES_AT MODEL runs/gpu/MODEL/checkpoint.pt
 # then `fcodec export` it (docs/TRAINING.md, "A lent GPU").
 set -u
 RUN=/tmp/gpu-run
@@ -47,12 +47,12 @@ prepare() {
   done
   local carry=(.whl "fusioncodec/models/$name.safetensors")
   local budget=$(((LIMIT - $(travel_size "${carry[@]}")) / 1048576 - 1))
-  python scripts/pack_training_set.py --out "$DATA" --budget-mib "$budget" || exit 1
+  python scripts/gpu/pack_training_set.py --out "$DATA" --budget-mib "$budget" || exit 1
   carry+=("$DATA")
   echo "travels: $(($(travel_size "${carry[@]}") / 1048576)) MiB of 64"
-  echo "device call 1: bash scripts/gpu_train.sh start $model 10.5 540   carry: ${carry[*]}"
-  echo "device call 2 (at once): bash scripts/gpu_train.sh finish"
-  echo "then: scripts/gpu_train.sh restore"
+  echo "device call 1: bash scripts/gpu/gpu_train.sh start $model 10.5 540   carry: ${carry[*]}"
+  echo "device call 2 (at once): bash scripts/gpu/gpu_train.sh finish"
+  echo "then: scripts/gpu/gpu_train.sh restore"
 }
 
 restore() {
@@ -73,7 +73,7 @@ install() {
 snapshot() {
   [ -f "$RUN/checkpoint.pt" ] || return 0
   rm -f "$OUT/$1"-*.safetensors
-  python3 scripts/checkpoint_shards.py split "$RUN/checkpoint.pt" "$OUT" "$1"
+  python3 scripts/gpu/checkpoint_shards.py split "$RUN/checkpoint.pt" "$OUT" "$1"
   cp "$RUN/log.jsonl" "$OUT/$1-log.jsonl" 2>/dev/null
   tail -c 2000 "$RUN.out" >"$OUT/$1-train.txt"
 }
@@ -83,7 +83,7 @@ start() {
   name=$(weights_of "$model")
   stage=$([ "$model" = baseline ] && echo baseline || echo joint)
   install
-  [ "${RATE:-1}" = 1 ] && python3 scripts/train_rate.py --masks "$DATA/train" --cache \
+  [ "${RATE:-1}" = 1 ] && python3 scripts/gpu/train_rate.py --masks "$DATA/train" --cache \
     /tmp/rate-edges.npz --stages baseline,joint --batch "${BATCH:-64}" --steps 30 \
     --device "${DEVICE:-cuda}" --json "$OUT/rate.json"
   rm -rf "$RUN"

@@ -33,5 +33,5 @@ fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coc
   --codecs fusioncodec,baseline --qualities 1,2,3,4,6,8 --overlay results/coco128 \
   --overlay avif --anchor avif --out results/coco128-layers -f --no-progress
 fcodec bench --image "$S/data/kodak/kodim01.png" --train --out results/bench.json
-python scripts/summarize_results.py results > results/summary.json
-if [ -n "${M_MODELS:-}" ]; then python scripts/compare_m.py results/m-compare 4 2; fi
+python scripts/reproduce/summarize_results.py results > results/summary.json
+if [ -n "${M_MODELS:-}" ]; then python scripts/experiments/compare_m.py results/m-compare 4 2; fi

@@ -1,7 +1,7 @@
 """Move a training checkpoint's weights through small files (a lent GPU returns files <16 MiB).
 
-    python scripts/checkpoint_shards.py split RUN/checkpoint.pt OUTDIR PREFIX
-    python scripts/checkpoint_shards.py join OUTDIR PREFIX RUN/checkpoint.pt
+    python scripts/gpu/checkpoint_shards.py split RUN/checkpoint.pt OUTDIR PREFIX
+    python scripts/gpu/checkpoint_shards.py join OUTDIR PREFIX RUN/checkpoint.pt
 
 ``split`` writes PREFIX-0.safetensors, PREFIX-1.safetensors, ... (float tensors as fp16 except the
 entropy bottleneck quantiles) and PREFIX.json (step, elapsed, training config); the optimizer state

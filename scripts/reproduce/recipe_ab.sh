@@ -3,7 +3,7 @@
 # before it, at equal steps, from the shipped baseline, then Kodak with real files
 # (BD-rate vs VTM and the per-quality points).
 #
-#   scripts/recipe_ab.sh STEPS [VARIANT...]     (default: all five, in this order)
+#   scripts/reproduce/recipe_ab.sh STEPS [VARIANT...]     (default: all five, in this order)
 #
 #   before    the recipe before 0.3: pictures as they are (BSDS500 + COCO), uniform q
 #             without weights, lr 2e-4 dropped 10x at 80%, no moving average
@@ -14,11 +14,11 @@
 #
 # Every variant uses the same seed, batch 8 x 256^2 and --threads (default 2). Results go to
 # $RUNS (default runs/recipe-ab): a run folder, weights/VARIANT.safetensors and kodak-VARIANT/
-# per variant; `python scripts/recipe_ab_table.py $RUNS` tabulates them.
+# per variant; `python scripts/reproduce/recipe_ab_table.py $RUNS` tabulates them.
 set -euo pipefail
 S=${FUSIONCODEC_SHARED:-../shared}
 RUNS=${RUNS:-runs/recipe-ab}
-STEPS=${1:?usage: scripts/recipe_ab.sh STEPS [VARIANT...]}
+STEPS=${1:?usage: scripts/reproduce/recipe_ab.sh STEPS [VARIANT...]}
 shift
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(before data balance schedule recipe)

@@ -1,6 +1,7 @@
 """How much the human layer gains when its latent is optimised per image (amortisation gap).
 
-    python scripts/latent_refinement.py --images ../shared/data/kodak --limit 1 --steps 60
+    python scripts/experiments/latent_refinement.py --images ../shared/data/kodak \
+        --limit 1 --steps 60
 
 For each image and quality the additional latent is refined by Adam on the layer's own RD
 cost (rate + lambda * 255^2 * MSE, rounding by straight-through estimation), with the

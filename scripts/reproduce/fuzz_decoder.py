@@ -1,6 +1,6 @@
 """Fuzz the decoder with hostile .fcb files and print counts by mutation and outcome.
 
-  python scripts/fuzz_decoder.py --cases 10000 [--weights W] [--image PATH] [--seed 0]
+  python scripts/reproduce/fuzz_decoder.py --cases 10000 [--weights W] [--image PATH] [--seed 0]
 
 Mutations and outcomes are defined in fusioncodec/fuzz.py (CI runs a few hundred of them
 through hypothesis in tests/test_fuzz.py). Exits 1 when any case is BAD.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,10 +19,11 @@ import torch
 from PIL import Image
 
 from fusioncodec.codec import Codec
+from fusioncodec.files import shared_dir
 from fusioncodec.fuzz import KINDS, judge, mutate
 from fusioncodec.weights import default_weights
 
-SHARED = Path(os.environ.get("FUSIONCODEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = shared_dir()
 
 
 def main() -> int:

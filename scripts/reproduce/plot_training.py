@@ -1,6 +1,6 @@
 """Quality against training iterations, from ``fcodec train`` logs (log.jsonl).
 
-    python scripts/plot_training.py --out results/training NAME=LOG.jsonl ...
+    python scripts/reproduce/plot_training.py --out results/training NAME=LOG.jsonl ...
 
 Writes ``quality-vs-iterations.png`` (left: the validation RD points -- real coded files --
 of every validation, coloured by step; right: training loss per step) and

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Cross-device check on a lent GPU machine, in one command (issue: portable bitstreams).
 # Prepare here (CPU):
-#   python scripts/portability_check.py corpus --out cache/portability/cpu
+#   python scripts/reproduce/portability_check.py corpus --out cache/portability/cpu
 #   wheels for cp312 in .whl/: compressai, constriction (see the device README's pip line)
 # On the GPU machine (carry cache/portability and .whl):
-#   bash scripts/gpu_portability.sh
+#   bash scripts/gpu/gpu_portability.sh
 #   decodes the CPU-encoded corpus on CUDA under several settings (one line of counts each),
 #   then encodes the corpus on CUDA into $OUT/cuda.tgz
 # Back here:
 #   tar xzf FILES_AT/cuda.tgz -C cache/portability
-#   python scripts/portability_check.py check cache/portability/cuda   # CUDA -> CPU counts
+#   python scripts/reproduce/portability_check.py check cache/portability/cuda   # CUDA -> CPU counts
 # DEVICE=cpu runs the same steps on the CPU (how this script was checked before use).
 set -u
 DEVICE=${DEVICE:-cuda}
@@ -25,10 +25,10 @@ python3 -c "import torch, fusioncodec.codec; print(torch.__version__, torch.cuda
 C=cache/portability
 status=0
 for setting in default memory-format float64 noise; do
-  python3 scripts/portability_check.py check "$C/cpu" --device "$DEVICE" --setting "$setting" \
+  python3 scripts/reproduce/portability_check.py check "$C/cpu" --device "$DEVICE" --setting "$setting" \
     | tee -a "$OUT/report.txt" || status=1
 done
-python3 scripts/portability_check.py check "$C/cpu" --device "$DEVICE" --encode-out /tmp/cuda \
+python3 scripts/reproduce/portability_check.py check "$C/cpu" --device "$DEVICE" --encode-out /tmp/cuda \
   | tee -a "$OUT/report.txt" || status=1
 tar czf "$OUT/cuda.tgz" -C /tmp cuda
 exit $status

@@ -1,6 +1,6 @@
 """Pack the built-in training sources into a mask folder that fits a GPU machine's carry.
 
-    python scripts/pack_training_set.py --out cache/gpu-data --budget-mib 36
+    python scripts/gpu/pack_training_set.py --out cache/gpu-data --budget-mib 36
 
 Writes ``OUT/train`` in the layout ``fcodec masks`` writes (image + bilevel edge PNG +
 manifest.jsonl), so ``fcodec train --masks OUT/train`` reads it, and ``OUT/val``, the sun80

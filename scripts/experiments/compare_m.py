@@ -1,6 +1,6 @@
 """The m comparison: Kodak RD of two-layer models that differ only in m, plus their sizes.
 
-    python scripts/compare_m.py results/m-compare 4 2
+    python scripts/experiments/compare_m.py results/m-compare 4 2
 
 Reads FOLDER/m<M>/fusioncodec.json (``fcodec eval human``) for each M and writes
 FOLDER/summary.json and FOLDER/summary.md: parameters per part, the RD points, BD-rate

@@ -1,6 +1,7 @@
 """Human-layer RD over every (machine quality, human quality) pair, from real coded files.
 
-    python scripts/quality_pairs.py --images ../shared/data/kodak --limit 4 --out pairs.json
+    python scripts/experiments/quality_pairs.py --images ../shared/data/kodak --limit 4 \
+        --out pairs.json
 
 For each fixed machine quality q_m it prints the BD-rate (PSNR-RGB) of the curve
 q_h = 1..levels against the curve q_m = q_h, i.e. what holding the machine layer at q_m
