@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -24,14 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusioncodec.coding import RangeDecoder, RangeEncoder
-from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
 from fusioncodec.image import padded, pixel_reader, pixel_writer, to_rgb_array, upright_srgb
 from fusioncodec.nets import STRIDE, ScalableCodec
-from fusioncodec.nets.latent import LatentCodec
 from fusioncodec.nets.tiling import for_tiles, run_tiled
+from fusioncodec.payload import decode_payload, encode_payload, layer_binding
 from fusioncodec.weights import LoadedModel, WeightsError, load
 
 DEFAULT_QUALITY = 4.0
@@ -159,103 +155,6 @@ def synthesize(network: torch.nn.Module, y: torch.Tensor, width: int, height: in
     return out
 
 
-_BINDING_MODEL = Uniform(1 << 16)
-
-
-def layer_binding(
-    kind: str, quality: float, width: int, height: int, m: int, machine_payload: bytes = b""
-) -> int:
-    """The 32-bit value a layer's payload starts with: the CRC-32 of the header fields it
-    was coded for (and, for the human layer, of the machine payload it is conditioned on).
-
-    A payload moved to another file, or under an edited header, fails at its first word.
-    """
-    fields = struct.pack("<BfHHB", LAYER_KINDS.index(kind), quality, width, height, m)
-    return zlib.crc32(fields + machine_payload)
-
-
-def _write_word(coder: RangeEncoder, word: int) -> None:
-    """A 32-bit value as two uniform 16-bit symbols, low half first (binding, latent check)."""
-    coder.encode(np.array([word & 0xFFFF, word >> 16], dtype=np.int32), _BINDING_MODEL)
-
-
-def _read_word(decoder: RangeDecoder) -> int:
-    low, high = decoder.decode(_BINDING_MODEL, 2)
-    return int(low) | int(high) << 16
-
-
-def latent_check(y_hat: torch.Tensor) -> int:
-    """CRC-32 of the decoded latent's float32 bytes (little-endian, NCHW), which are the same
-    on every device: the value that ends every payload."""
-    array = np.ascontiguousarray(y_hat.detach().cpu().numpy(), dtype="<f4")
-    return zlib.crc32(array)  # read in place: no copy of a latent that may be 500 MB
-
-
-def encode_payload(
-    latent: LatentCodec,
-    y: torch.Tensor,
-    q: torch.Tensor,
-    context: torch.Tensor | None = None,
-    binding: int | None = None,
-) -> tuple[bytes, torch.Tensor]:
-    """One layer's range-coder stream (``binding`` first, if given; the latent's check
-    value last) and the decoder's exact reconstruction of the latent."""
-    encoder = RangeEncoder()
-    if binding is not None:
-        _write_word(encoder, binding)
-    y_hat = latent.compress(y, q, encoder, context)
-    _write_word(encoder, latent_check(y_hat))
-    return encoder.get_compressed().astype("<u4").tobytes(), y_hat
-
-
-def _decode_latent(
-    latent: LatentCodec,
-    payload: bytes,
-    z_shape: tuple[int, int],
-    q: torch.Tensor,
-    device: torch.device,
-    context: torch.Tensor | None = None,
-    binding: int | None = None,
-) -> torch.Tensor:
-    """Decode one layer's payload, which must be exactly what the encoder wrote.
-
-    The decoded symbols are range-coded again as they come: an empty, zeroed, truncated,
-    extended or otherwise altered payload (even one whose CRC was recomputed) fails here
-    instead of decoding to a wrong picture.
-    """
-    if len(payload) % 4:
-        raise FormatError("corrupted layer payload (length is not a whole number of words)")
-    if 8 * len(payload) < latent.min_payload_bits(z_shape):
-        raise FormatError(
-            f"corrupted layer payload ({len(payload)} bytes cannot hold a picture of the size "
-            "in the header)"
-        )
-    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-    echo = RangeEncoder()
-    try:
-        decoder = RangeDecoder(words)
-        if binding is not None:
-            if _read_word(decoder) != binding:
-                raise FormatError(
-                    "layer payload not coded for this file (its header's quality or size, or "
-                    "the machine layer under it, differ from the encoder's)"
-                )
-            _write_word(echo, binding)
-        y = latent.decompress(decoder, z_shape, q, device, context, echo=echo, words=len(words))
-        check = latent_check(y)
-        if _read_word(decoder) != check:
-            raise FormatError("corrupted layer payload (the decoded latent fails its check)")
-        _write_word(echo, check)
-    except (ValueError, RuntimeError, AssertionError) as exc:
-        raise FormatError(f"corrupted layer payload ({exc})") from None
-    if not np.array_equal(echo.get_compressed(), words):
-        raise FormatError(
-            "corrupted layer payload (its symbols do not re-encode to it: damaged, cut short "
-            "or with data appended)"
-        )
-    return y
-
-
 class Codec:
     """The scalable two-layer codec: ``encode`` an image, ``decode`` either layer."""
 
@@ -373,7 +272,7 @@ class Codec:
                 )
         machine = needed[0]
         size = (container.width, container.height, container.m)
-        y_machine = _decode_latent(
+        y_machine = decode_payload(
             self.model.machine.latent,
             machine.payload,
             z_shape,
@@ -383,7 +282,7 @@ class Codec:
         )
         if layer == "machine":
             return y_machine
-        y_add = _decode_latent(
+        y_add = decode_payload(
             self.model.additional.latent,
             needed[1].payload,
             z_shape,
@@ -418,6 +317,10 @@ class SingleLayerRunner:
     are not wrapped in ``.fcb`` files.
     """
 
+    @classmethod
+    def from_file(cls, path: Path | str | None = None, device: str = "auto") -> SingleLayerRunner:
+        return cls(load(path, "baseline"), device)
+
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto") -> None:
         if loaded.kind != "baseline":
             kind = f"{loaded.name} is a {loaded.kind} model"
@@ -443,5 +346,5 @@ class SingleLayerRunner:
         q = level_position(checked_quality(quality, self.levels), self.device)
         check_size(width, height)
         z_shape = (padded(height) // STRIDE, padded(width) // STRIDE)
-        y = _decode_latent(self.model.latent, payload, z_shape, q, self.device)
+        y = decode_payload(self.model.latent, payload, z_shape, q, self.device)
         return synthesize(self.model.g_s, y, width, height)

@@ -22,11 +22,10 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 UPPER = ("cli", "eval", "train")
 
-# Known oversize modules and functions (lines now); they are to be split, never to grow.
+# Known oversize modules and functions (lines now), never to grow. container.py is the
+# reference implementation of the byte format (docs/FORMAT.md), kept whole on purpose.
 OVERSIZE: dict[str, int] = {
-    "fusioncodec/codec.py": 447,
     "fusioncodec/container.py": 427,
-    "fusioncodec/eval/detectors.py": 495,
 }
 
 

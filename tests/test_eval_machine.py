@@ -19,6 +19,7 @@ from PIL import Image
 from fusioncodec.cli import cli
 from fusioncodec.eval import detectors as D
 from fusioncodec.eval import runners
+from fusioncodec.eval.boxes import resize_bilinear
 from fusioncodec.eval.coco_map import CocoScorer, category_ids, load_coco
 from fusioncodec.eval.map_results import bpp_at_fraction
 
@@ -144,9 +145,9 @@ def test_boxes_are_clipped_to_the_image() -> None:
 
 def test_resize_matches_bilinear_without_antialiasing() -> None:
     flat = np.full((30, 40, 3), 77, np.uint8)
-    assert np.all(D._resize_bilinear(flat, 13, 7) == 77)
+    assert np.all(resize_bilinear(flat, 13, 7) == 77)
     ramp = np.tile(np.arange(0, 80, 2, dtype=np.uint8)[None, :, None], (4, 1, 3))  # 40 wide
-    half = D._resize_bilinear(ramp, 20, 4)
+    half = resize_bilinear(ramp, 20, 4)
     # Half-pixel centres: output x samples input x = 2x + 0.5, i.e. mean of two neighbours.
     np.testing.assert_array_equal(half[0, :, 0], np.rint(np.arange(20) * 4 + 1.0))
 

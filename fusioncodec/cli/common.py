@@ -21,11 +21,11 @@ from fusioncodec.container import LAYER_KINDS
 from fusioncodec.messages import error_reason, one_line, shown_path
 
 if TYPE_CHECKING:
-    from fusioncodec.codec import Codec, SingleLayerRunner
+    from fusioncodec.codec import Codec
 
 STDIO = "-"
 F = TypeVar("F", bound=Callable[..., Any])
-M = TypeVar("M", "Codec", "SingleLayerRunner")
+M = TypeVar("M", bound="Codec")
 
 
 # --------------------------------------------------------------------------- errors
@@ -224,21 +224,6 @@ def codec_loader(
         return fusioncodec.load(weights, device)
 
     check_qualities_early(weights, "scalable", qualities)
-    return _checked_loader(load, weights, qualities)
-
-
-def baseline_loader(
-    weights: str | None, device: str, qualities: Sequence[float] = ()
-) -> Callable[[], SingleLayerRunner]:
-    """Like :func:`codec_loader`, for the single-layer baseline (default: the shipped one)."""
-
-    def load() -> SingleLayerRunner:
-        from fusioncodec.codec import SingleLayerRunner
-        from fusioncodec.weights import load
-
-        return SingleLayerRunner(load(weights, "baseline"), device)
-
-    check_qualities_early(weights, "baseline", qualities)
     return _checked_loader(load, weights, qualities)
 
 

@@ -91,22 +91,19 @@ def missing(name: str) -> str | None:
     return None if name in LEARNED else classical.get(name).missing()
 
 
-@cache
 def scalable_codec(weights: str | None, device: str) -> Any:
-    """The two-layer codec of a weight file (cached per process)."""
-    from fusioncodec.codec import Codec
-    from fusioncodec.weights import load
+    """The two-layer codec of a weight file, as ``fusioncodec.load`` gives it (cached)."""
+    import fusioncodec
 
-    return Codec(load(weights, "scalable"), device)
+    return fusioncodec.load(weights, device)
 
 
 @cache
 def baseline_codec(weights: str | None, device: str) -> Any:
     """The single-layer baseline of a weight file (cached per process)."""
     from fusioncodec.codec import SingleLayerRunner
-    from fusioncodec.weights import load
 
-    return SingleLayerRunner(load(weights, "baseline"), device)
+    return SingleLayerRunner.from_file(weights, device)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:

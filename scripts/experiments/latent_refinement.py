@@ -20,11 +20,12 @@ import torch
 from PIL import Image
 
 from fusioncodec import metrics
-from fusioncodec.codec import Codec, encode_payload, layer_binding
+from fusioncodec.codec import Codec
 from fusioncodec.container import Container, Layer
 from fusioncodec.files import list_images
 from fusioncodec.image import to_tensor
 from fusioncodec.nets.latent import SliceLatentCodec, ste_round
+from fusioncodec.payload import encode_payload, layer_binding
 from fusioncodec.train.losses import lambda_at
 
 

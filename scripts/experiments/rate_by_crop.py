@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fusioncodec.codec import checked_quality, level_position
 from fusioncodec.files import image_files
 from fusioncodec.weights import load
 
@@ -36,8 +37,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    model = load(args.weights).model.eval()
-    q = torch.tensor([args.quality - 1.0])
+    loaded = load(args.weights)
+    model = loaded.model.eval()
+    q = level_position(checked_quality(args.quality, loaded.config.levels), torch.device("cpu"))
     images = [
         np.asarray(Image.open(p).convert("RGB")) for p in image_files(args.images, recursive=True)
     ]

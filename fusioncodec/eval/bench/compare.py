@@ -32,12 +32,12 @@ def _bits(likelihoods: dict[str, torch.Tensor]) -> float:
 
 def estimated_bits(codec: Codec, image: Image.Image, quality: float) -> dict[str, float]:
     """Bits the entropy models predict (eval mode: likelihoods of the rounded symbols)."""
-    import numpy as np
     import torch
 
+    from fusioncodec.codec import checked_quality, level_position
     from fusioncodec.image import to_tensor
 
-    q = torch.tensor([float(np.float32(quality)) - 1.0], device=codec.device)
+    q = level_position(checked_quality(quality, codec.levels), codec.device)
     with torch.no_grad():  # the two-layer forward pass of training, here in eval mode
         out = codec.model(to_tensor(image, codec.device), q, q)
     return {

@@ -83,7 +83,6 @@ def bench_device(
 
     from fusioncodec.codec import Codec
     from fusioncodec.image import to_tensor
-    from fusioncodec.weights import load
 
     pixels = image.width * image.height
     q = opts.quality
@@ -95,7 +94,7 @@ def bench_device(
     load_mem: dict[str, Any] = {}
     with peak_memory(device, load_mem):
         start = time.perf_counter()
-        codec = Codec(load(weights), device)
+        codec = Codec.from_file(weights, device)  # a fresh load, not a cached model
         sync(device)
         load_seconds = time.perf_counter() - start
     out["load"] = {"seconds": finite(load_seconds), **load_mem}

@@ -1,0 +1,116 @@
+"""One layer's payload: a constriction range-coder stream (little-endian 32-bit words) that
+starts with the layer's binding to its file, holds the latent codec's symbols, and ends with
+the CRC-32 of the decoded latent. The decoder encodes every symbol again as it reads it, so
+it accepts exactly the words the encoder wrote and nothing else."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import torch
+
+from fusioncodec.coding import RangeDecoder, RangeEncoder
+from fusioncodec.coding.tables import Uniform
+from fusioncodec.container import LAYER_KINDS
+from fusioncodec.errors import FormatError
+from fusioncodec.nets.latent import LatentCodec
+
+__all__ = ["decode_payload", "encode_payload", "latent_check", "layer_binding"]
+
+_BINDING_MODEL = Uniform(1 << 16)
+
+
+def layer_binding(
+    kind: str, quality: float, width: int, height: int, m: int, machine_payload: bytes = b""
+) -> int:
+    """The 32-bit value a layer's payload starts with: the CRC-32 of the header fields it
+    was coded for (and, for the human layer, of the machine payload it is conditioned on).
+
+    A payload moved to another file, or under an edited header, fails at its first word.
+    """
+    fields = struct.pack("<BfHHB", LAYER_KINDS.index(kind), quality, width, height, m)
+    return zlib.crc32(fields + machine_payload)
+
+
+def _write_word(coder: RangeEncoder, word: int) -> None:
+    """A 32-bit value as two uniform 16-bit symbols, low half first (binding, latent check)."""
+    coder.encode(np.array([word & 0xFFFF, word >> 16], dtype=np.int32), _BINDING_MODEL)
+
+
+def _read_word(decoder: RangeDecoder) -> int:
+    low, high = decoder.decode(_BINDING_MODEL, 2)
+    return int(low) | int(high) << 16
+
+
+def latent_check(y_hat: torch.Tensor) -> int:
+    """CRC-32 of the decoded latent's float32 bytes (little-endian, NCHW), which are the same
+    on every device: the value that ends every payload."""
+    array = np.ascontiguousarray(y_hat.detach().cpu().numpy(), dtype="<f4")
+    return zlib.crc32(array)  # read in place: no copy of a latent that may be 500 MB
+
+
+def encode_payload(
+    latent: LatentCodec,
+    y: torch.Tensor,
+    q: torch.Tensor,
+    context: torch.Tensor | None = None,
+    binding: int | None = None,
+) -> tuple[bytes, torch.Tensor]:
+    """One layer's range-coder stream (``binding`` first, if given; the latent's check
+    value last) and the decoder's exact reconstruction of the latent."""
+    encoder = RangeEncoder()
+    if binding is not None:
+        _write_word(encoder, binding)
+    y_hat = latent.compress(y, q, encoder, context)
+    _write_word(encoder, latent_check(y_hat))
+    return encoder.get_compressed().astype("<u4").tobytes(), y_hat
+
+
+def decode_payload(
+    latent: LatentCodec,
+    payload: bytes,
+    z_shape: tuple[int, int],
+    q: torch.Tensor,
+    device: torch.device,
+    context: torch.Tensor | None = None,
+    binding: int | None = None,
+) -> torch.Tensor:
+    """Decode one layer's payload, which must be exactly what the encoder wrote.
+
+    The decoded symbols are range-coded again as they come: an empty, zeroed, truncated,
+    extended or otherwise altered payload (even one whose CRC was recomputed) fails here
+    instead of decoding to a wrong picture.
+    """
+    if len(payload) % 4:
+        raise FormatError("corrupted layer payload (length is not a whole number of words)")
+    if 8 * len(payload) < latent.min_payload_bits(z_shape):
+        raise FormatError(
+            f"corrupted layer payload ({len(payload)} bytes cannot hold a picture of the size "
+            "in the header)"
+        )
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    echo = RangeEncoder()
+    try:
+        decoder = RangeDecoder(words)
+        if binding is not None:
+            if _read_word(decoder) != binding:
+                raise FormatError(
+                    "layer payload not coded for this file (its header's quality or size, or "
+                    "the machine layer under it, differ from the encoder's)"
+                )
+            _write_word(echo, binding)
+        y = latent.decompress(decoder, z_shape, q, device, context, echo=echo, words=len(words))
+        check = latent_check(y)
+        if _read_word(decoder) != check:
+            raise FormatError("corrupted layer payload (the decoded latent fails its check)")
+        _write_word(echo, check)
+    except (ValueError, RuntimeError, AssertionError) as exc:
+        raise FormatError(f"corrupted layer payload ({exc})") from None
+    if not np.array_equal(echo.get_compressed(), words):
+        raise FormatError(
+            "corrupted layer payload (its symbols do not re-encode to it: damaged, cut short "
+            "or with data appended)"
+        )
+    return y
