@@ -1,6 +1,7 @@
 """Files on disk: the one atomic writer, which files are images, and where the shared data is.
 
-Every command that writes a result goes through :func:`write_atomic`, so an interrupted run
+Every command that writes a result goes through :func:`write_atomic` (or
+:func:`atomic_file` for a library that writes to a path itself), so an interrupted run
 never leaves a half-written file and new files get the usual permissions (0666 less the
 umask). Image folders are listed with :data:`IMAGE_SUFFIXES` (what Pillow reads here, by
 name) and the test and training data are found with :func:`shared_dir`.
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "TEST_SETS",
+    "atomic_file",
     "image_files",
     "is_image",
     "list_images",
@@ -38,24 +41,30 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    The file appears whole or not at all (also on Ctrl-C or SIGKILL); text is written as
-    UTF-8. OSError as raised by the system; the temporary file is removed on any failure.
-    """
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block
+    ends without an exception, removed when it does not. The file appears whole or not at
+    all (also on Ctrl-C or SIGKILL), with the usual permissions (0666 less the umask)."""
     path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+        yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through :func:`atomic_file`; OSError as
+    raised by the system."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def is_image(path: Path) -> bool:

@@ -250,8 +250,9 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
     The integer networks are stored as integers only (loading rebuilds their float weights
     from them).  Returns the identity.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from fusioncodec.files import write_atomic
     from fusioncodec.nets.exact import ExactConvMixin
     from fusioncodec.nets.latent import LatentCodec
 
@@ -280,11 +281,6 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
         v = v.detach().contiguous()
         state[k] = v.half() if half and k in params else v
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"fusioncodec": json.dumps(card)})
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)  # an ordinary file, not the private temp-file mode
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    write_atomic(path, save(state, metadata={"fusioncodec": json.dumps(card)}))
+    write_atomic(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
     return identity_of(path)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fusioncodec.files import TEST_SETS, image_files
+from fusioncodec.files import TEST_SETS, atomic_file, image_files
 from fusioncodec.train.edges import edge_band, mask_boundaries
 from fusioncodec.train.recipe import DEFAULT_SCALE, HELD_OUT_EVERY, SOURCES
 
@@ -306,9 +306,8 @@ def load_or_build(
             return {k: data[k] for k in data.files}
     packed = build_edge_dataset(train_root, shared, mask_dirs, sources)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **packed)
-    tmp.replace(cache)
+    with atomic_file(cache) as tmp, tmp.open("wb") as f:
+        np.savez(f, **packed)
     return packed
 
 

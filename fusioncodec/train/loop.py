@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fusioncodec.files import atomic_file
 from fusioncodec.layers import lambda_positions
 from fusioncodec.nets import CodecConfig
 from fusioncodec.train.checkpoint import load_checkpoint, plain
@@ -241,10 +242,9 @@ class _Run:
             self.bar.write("not saving: the weights are no longer finite (last checkpoint kept)")
             return
         self.good = self.snapshot()
-        tmp = self.ckpt_path.with_suffix(".tmp")
         config = plain({**asdict(self.cfg), "codec": self.cfg.codec.to_dict()})
-        torch.save({**self.good, "elapsed": self.elapsed, "config": config}, tmp)
-        tmp.replace(self.ckpt_path)
+        with atomic_file(self.ckpt_path) as tmp:
+            torch.save({**self.good, "elapsed": self.elapsed, "config": config}, tmp)
 
     def write(self, row: dict[str, Any]) -> None:
         self.log.write(json.dumps(row) + "\n")
