@@ -19,6 +19,7 @@ RangeEncoder = constriction.stream.queue.RangeEncoder
 RangeDecoder = constriction.stream.queue.RangeDecoder
 
 ESCAPE_RANGE = 1 << 16
+CHUNK = 1 << 20  # symbols per pass of the table bookkeeping
 _ESCAPE_MODEL = Uniform(2 * ESCAPE_RANGE)
 
 
@@ -41,50 +42,86 @@ class CategoricalTables:
     def __len__(self) -> int:
         return len(self.models)
 
+    def _cursors(self, indexes: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+        """Where each table's run starts in the table-ordered symbols, and the runs
+        ``(table, start, end)`` of the tables that occur, in table order."""
+        counts = np.zeros(len(self.models), dtype=np.int64)
+        for s in range(0, len(indexes), CHUNK):  # chunks: no int64 copy of all the indexes
+            chunk = np.asarray(indexes[s : s + CHUNK], dtype=np.int64)
+            counts += np.bincount(chunk, minlength=len(self.models))[: len(self.models)]
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        runs = [(t, int(starts[t]), int(ends[t])) for t in np.flatnonzero(counts)]
+        return starts.copy(), runs
+
     @staticmethod
-    def _groups(indexes: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-        order = np.argsort(indexes, kind="stable")
-        counts = np.bincount(indexes, minlength=0)
-        groups, start = [], 0
-        for table, count in enumerate(counts):
-            if count:
-                groups.append((table, start, start + int(count)))
-                start += int(count)
-        return order, groups
+    def _table_order(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A chunk's symbols in table order (stable), and how many each table has."""
+        return np.argsort(idx, kind="stable"), np.bincount(idx)
 
     def encode(self, encoder: RangeEncoder, values: np.ndarray, indexes: np.ndarray) -> np.ndarray:
         """Encode integer ``values`` (flat) with tables ``indexes``; return the coded values.
 
-        The returned array equals ``values`` except where a value had to be clipped to the
-        escape range, so the caller reconstructs exactly what the decoder will.
+        The symbols go out grouped by table (each table's symbols in raster order), then the
+        escaped values. The returned int32 array equals ``values`` except where a value had
+        to be clipped to the escape range, so the caller reconstructs exactly what the
+        decoder will. Work is done in chunks: a few MB besides the input and the output.
         """
-        values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
-        values = np.clip(values, -ESCAPE_RANGE, ESCAPE_RANGE - 1).astype(np.int64)
-        indexes = indexes.astype(np.int64)
-        categories = values - self.offset[indexes]
-        escape = self.escape[indexes]
-        escaped = (categories < 0) | (categories >= escape)
-        categories = np.where(escaped, escape, categories).astype(np.int32)
-        order, groups = self._groups(indexes)
-        ordered = categories[order]
-        for table, start, end in groups:
+        n = len(indexes)
+        cursor, runs = self._cursors(indexes)
+        ordered = np.empty(n, dtype=np.int32)
+        coded = np.empty(n, dtype=np.int32)
+        escapes: list[np.ndarray] = []
+        for s in range(0, n, CHUNK):
+            v = np.nan_to_num(np.asarray(values[s : s + CHUNK], dtype=np.float64), nan=0.0)
+            v = np.clip(v, -ESCAPE_RANGE, ESCAPE_RANGE - 1).astype(np.int64)
+            idx = np.asarray(indexes[s : s + CHUNK], dtype=np.int64)
+            categories = v - self.offset[idx]
+            escape = self.escape[idx]
+            escaped = (categories < 0) | (categories >= escape)
+            categories = np.where(escaped, escape, categories).astype(np.int32)
+            if escaped.any():
+                escapes.append(v[escaped])
+            coded[s : s + len(v)] = v
+            order, counts = self._table_order(idx)
+            done = 0
+            for table in np.flatnonzero(counts):
+                c = int(counts[table])
+                ordered[cursor[table] : cursor[table] + c] = categories[order[done : done + c]]
+                cursor[table] += c
+                done += c
+        for table, start, end in runs:
             encoder.encode(ordered[start:end], self.models[table])
-        if escaped.any():
-            encoder.encode((values[escaped] + ESCAPE_RANGE).astype(np.int32), _ESCAPE_MODEL)
-        return values
+        if escapes:
+            escaped_values = np.concatenate(escapes) + ESCAPE_RANGE
+            encoder.encode(escaped_values.astype(np.int32), _ESCAPE_MODEL)
+        return coded
 
     def decode(self, decoder: RangeDecoder, indexes: np.ndarray) -> np.ndarray:
-        """Decode one integer per entry of ``indexes`` (flat), in the encoder's order."""
-        indexes = indexes.astype(np.int64)
-        order, groups = self._groups(indexes)
-        ordered = np.empty(len(indexes), dtype=np.int64)
-        for table, start, end in groups:
+        """Decode one integer per entry of ``indexes`` (flat), in the encoder's order; int32."""
+        n = len(indexes)
+        cursor, runs = self._cursors(indexes)
+        ordered = np.empty(n, dtype=np.int32)
+        for table, start, end in runs:
             ordered[start:end] = decoder.decode(self.models[table], end - start)
-        categories = np.empty_like(ordered)
-        categories[order] = ordered
-        escaped = categories == self.escape[indexes]
-        values = categories + self.offset[indexes]
-        count = int(escaped.sum())
-        if count:
-            values[escaped] = decoder.decode(_ESCAPE_MODEL, count).astype(np.int64) - ESCAPE_RANGE
+        values = np.empty(n, dtype=np.int32)
+        escaped_at: list[np.ndarray] = []
+        for s in range(0, n, CHUNK):
+            idx = np.asarray(indexes[s : s + CHUNK], dtype=np.int64)
+            order, counts = self._table_order(idx)
+            categories = np.empty(len(idx), dtype=np.int64)
+            done = 0
+            for table in np.flatnonzero(counts):
+                c = int(counts[table])
+                categories[order[done : done + c]] = ordered[cursor[table] : cursor[table] + c]
+                cursor[table] += c
+                done += c
+            escaped = categories == self.escape[idx]
+            values[s : s + len(idx)] = categories + self.offset[idx]
+            if escaped.any():
+                escaped_at.append(s + np.flatnonzero(escaped))
+        if escaped_at:
+            where = np.concatenate(escaped_at)
+            found = decoder.decode(_ESCAPE_MODEL, len(where)).astype(np.int64) - ESCAPE_RANGE
+            values[where] = found
         return values

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from fusioncodec._torchvision import ensure_torchvision
 from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
+from fusioncodec.coding.tables import ESCAPE_RANGE
 from fusioncodec.layers import GainUnit, conv
 from fusioncodec.nets.entropy import (
     HostFreeBottleneck,
@@ -53,6 +54,23 @@ SLICE_CHANNELS = 64
 # Tiles of the networks at latent resolution, in y positions (16 px) and z positions (64 px):
 # a few hundred MB at most for any picture size; a picture up to 2048 px is one tile.
 Y_TILE, Z_TILE = 128, 32
+
+
+def _bands(rows: int, band: int = 64) -> list[slice]:
+    """Row bands of a latent: element-wise work on one band at a time keeps transients small."""
+    return [slice(r, min(r + band, rows)) for r in range(0, rows, band)]
+
+
+def _symbols(y: Tensor, gain: Tensor, means: Tensor) -> Tensor:
+    """The integer symbols of one slice: ``round(y * gain - mean)`` in float64 (means in
+    fixed point), as int32 within the escape range (NaN as 0), one row band at a time."""
+    out = torch.empty(means.shape, dtype=torch.int32, device=means.device)
+    for rows in _bands(means.shape[-2]):
+        scaled = (y[..., rows, :] * gain).double()  # y * gain in float32, as before
+        exact = torch.round(scaled - from_fixed(means[..., rows, :].double()))
+        limited = exact.nan_to_num_(0.0).clamp_(-ESCAPE_RANGE, ESCAPE_RANGE - 1)
+        out[..., rows, :] = limited.to(torch.int32)
+    return out
 
 
 class LatentCodec(nn.Module, ABC):
@@ -326,9 +344,9 @@ class SliceLatentCodec(LatentCodec):
         grid = (4 * z_values.shape[-2], 4 * z_values.shape[-1])  # y positions
         hyper = self._hyper_fixed(z_values, context)
         thresholds = scale_thresholds(self.gaussian_conditional.scale_table).to(device)
-        gains = self.gain.inverse_exact(float(q.item())).to(device)
-        y_hat = torch.empty((1, self.channels, *grid), dtype=torch.float32, device=device)
-        decoded: list[Tensor] = []  # exact fixed-point values (int32), unclamped
+        # Exact fixed-point slices (int32, unclamped); at the end, y_hat in the same memory.
+        store = torch.empty((1, self.channels, *grid), dtype=torch.int32, device=device)
+        decoded: list[Tensor] = []
 
         def with_inputs(t: Tensor) -> Tensor:
             """hyper + the decoded slices, clamped for the networks (float64 holding ints)."""
@@ -336,6 +354,7 @@ class SliceLatentCodec(LatentCodec):
 
         hc = hyper.shape[1]
         for i in range(self.slices):
+            part = slice(i * SLICE_CHANNELS, (i + 1) * SLICE_CHANNELS)
             params = run_tiled(
                 lambda t, net=self.param_nets[i]: self._slice_params(
                     net, with_inputs(t), thresholds
@@ -347,22 +366,21 @@ class SliceLatentCodec(LatentCodec):
                 dtype=torch.int32,
             )
             means, indexes = params[:, :SLICE_CHANNELS], params[:, SLICE_CHANNELS:]
-            del params
             flat_indexes = indexes.cpu().numpy().ravel()
-            del indexes
             if encoder is not None:
                 assert scaled is not None
-                part = slice(i * SLICE_CHANNELS, (i + 1) * SLICE_CHANNELS)
-                y_slice = scaled[0][:, part] * scaled[1][:, part]  # as (y * gain)[:, part]
-                symbols = torch.round(y_slice.double() - from_fixed(means.double()))
+                symbols = _symbols(scaled[0][:, part], scaled[1][:, part], means)
                 values = y_tables.encode(encoder, symbols.cpu().numpy().ravel(), flat_indexes)
                 del symbols
             else:
                 values = decoded_symbols(y_tables, flat_indexes, decoder, echo, words)
-            del flat_indexes
-            values = torch.from_numpy(values.reshape(means.shape)).to(device, torch.int64)
-            decoded.append((values * (1 << FRAC) + means).to(torch.int32))
-            del values, means
+            del flat_indexes, indexes
+            values = torch.from_numpy(values.reshape(means.shape)).to(device)
+            for rows in _bands(grid[0]):
+                band = values[..., rows, :].long() * (1 << FRAC) + means[..., rows, :]
+                store[:, part, rows] = band.to(torch.int32)
+            del values, means, params
+            decoded.append(store[:, part])
             lrp = run_tiled(
                 lambda t, net=self.lrp_nets[i]: half_tanh(run_exact(net, with_inputs(t))),
                 reader(hyper, *decoded),
@@ -373,6 +391,10 @@ class SliceLatentCodec(LatentCodec):
             )
             decoded[-1] += lrp
             del lrp
-            part = slice(i * SLICE_CHANNELS, (i + 1) * SLICE_CHANNELS)
-            y_hat[:, part] = (from_fixed(decoded[-1].double()) * gains[:, part]).float()
+        del hyper, decoded
+        gains = self.gain.inverse_exact(float(q.item())).to(device)
+        y_hat = store.view(torch.float32)
+        for rows in _bands(grid[0]):  # each band read as int32, then written as its float32
+            exact = from_fixed(store[..., rows, :].double())
+            y_hat[..., rows, :] = (exact * gains).float()
         return y_hat
