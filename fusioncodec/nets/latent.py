@@ -310,10 +310,10 @@ class SliceLatentCodec(LatentCodec):
             return hyper
         if context is None:
             raise ValueError("this latent codec is conditioned: give its context")
-        from_context = tiled(
+        hyper += tiled(
             lambda t: run_exact(self.context, to_fixed(t)), context, Y_TILE, 2, dtype=torch.int32
         )
-        return (hyper + from_context).clamp_(-ACT_LIMIT, ACT_LIMIT)
+        return hyper.clamp_(-ACT_LIMIT, ACT_LIMIT)
 
     @staticmethod
     def _slice_params(net: nn.Sequential, inputs: Tensor, thresholds: Tensor) -> Tensor:
