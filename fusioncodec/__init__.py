@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from fusioncodec.codec import Codec, FcbSource, ImageSource
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = [
     "ArgumentError",
     "Container",

@@ -33,7 +33,7 @@ from fusioncodec.payload import decode_payload, encode_payload, layer_binding
 from fusioncodec.weights import LoadedModel, WeightsError, load
 
 DEFAULT_QUALITY = 4.0
-MAX_CODEC_PIXELS = 100_000_000  # tiled: about 3 GB at the peak for 100 MP (docs/FORMAT.md)
+MAX_CODEC_PIXELS = 100_000_000  # tiled: under 3 GB at the peak (results/large-picture)
 Y_STRIDE = STRIDE // 4  # pixels per latent (y) position
 # The float transforms run in tiles of 64 x 64 latent positions (1024 px) grown by 4 on each
 # side (their receptive field is under 2): a picture up to 1024 px is one call, as before.
