@@ -16,7 +16,8 @@ decodes, ``image.save("x.fcb", quality=4)`` encodes.
 Errors (all ``ValueError`` subclasses of :class:`FusionCodecError`, one-line messages; see
 :mod:`fusioncodec.errors`): :class:`FormatError` for a damaged, foreign or unsupported file,
 :class:`WeightsError` for missing or invalid weights, :class:`ArgumentError` for an argument
-out of range, raised before any coding work.
+out of range, raised before any coding work, :class:`ImageError` for an input picture Pillow
+cannot read.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from typing import TYPE_CHECKING
 
 from fusioncodec import pillow as _pillow
 from fusioncodec.container import Container
-from fusioncodec.errors import ArgumentError, FormatError, FusionCodecError, WeightsError
+from fusioncodec.errors import (
+    ArgumentError,
+    FormatError,
+    FusionCodecError,
+    ImageError,
+    WeightsError,
+)
 
 _pillow.register()  # Image.open("x.fcb") and image.save("x.fcb") work after import fusioncodec
 
@@ -37,12 +44,13 @@ if TYPE_CHECKING:
 
     from fusioncodec.codec import Codec, FcbSource, ImageSource
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 __all__ = [
     "ArgumentError",
     "Container",
     "FormatError",
     "FusionCodecError",
+    "ImageError",
     "WeightsError",
     "__version__",
     "decode",

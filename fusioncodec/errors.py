@@ -6,15 +6,17 @@ Every one is a ``ValueError`` with a one-line message worded for Python callers:
   other weights, or use a version this fusioncodec does not read;
 * :class:`WeightsError`: a weight file is missing, unreadable, invalid or of the wrong kind;
 * :class:`ArgumentError`: an argument is out of range (quality, layers, device, picture
-  size); raised before any coding work starts.
+  size); raised before any coding work starts;
+* :class:`ImageError`: an input picture Pillow cannot read (not an image, damaged or
+  truncated); it is also an ``OSError``, as Pillow's own errors are.
 
-Catch :class:`FusionCodecError` for all three.  Reading an input image can also raise what
-Pillow raises (``OSError``, ``PIL.UnidentifiedImageError``).
+Catch :class:`FusionCodecError` for all four.  A missing or unreadable input file raises
+the ``OSError`` that ``open`` raises.
 """
 
 from __future__ import annotations
 
-__all__ = ["ArgumentError", "FormatError", "FusionCodecError", "WeightsError"]
+__all__ = ["ArgumentError", "FormatError", "FusionCodecError", "ImageError", "WeightsError"]
 
 
 class FusionCodecError(ValueError):
@@ -31,3 +33,7 @@ class WeightsError(FusionCodecError):
 
 class ArgumentError(FusionCodecError):
     """An argument is out of range (checked before any work)."""
+
+
+class ImageError(FusionCodecError, OSError):
+    """An input picture that Pillow cannot read (not an image, damaged or truncated)."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -24,6 +26,21 @@ def enable_optional_formats() -> bool:
         return False
     register_heif_opener()
     return True
+
+
+@contextmanager
+def pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Inside this block Pillow refuses pictures over ``max_pixels`` (its decompression-bomb
+    warning raised as an error) and takes any below, above its own 89 MP default; Pillow's
+    setting is restored after."""
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 _SRGB = ImageCms.createProfile("sRGB")

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import fusioncodec
-from fusioncodec import ArgumentError, FormatError, FusionCodecError, WeightsError
+from fusioncodec import ArgumentError, FormatError, FusionCodecError, ImageError, WeightsError
 from fusioncodec.codec import Codec, SingleLayerRunner
 from fusioncodec.container import Container, Layer
 
@@ -32,8 +32,9 @@ def image() -> Image.Image:
 
 
 def test_every_error_is_a_fusioncodec_value_error():
-    for cls in (ArgumentError, FormatError, WeightsError):
+    for cls in (ArgumentError, FormatError, WeightsError, ImageError):
         assert issubclass(cls, FusionCodecError) and issubclass(cls, ValueError)
+    assert issubclass(ImageError, OSError)  # as Pillow's own errors are
     assert fusioncodec.container.FormatError is FormatError
     assert fusioncodec.weights.WeightsError is WeightsError
 
@@ -139,3 +140,31 @@ def test_api_messages_are_worded_for_python(tmp_path):
         with pytest.raises(ArgumentError, match="device 'cuda' asked for") as info:
             fusioncodec.load(None, "cuda")
         assert "--device" not in str(info.value)
+
+
+def test_unreadable_pictures_raise_image_error(tiny_codec, tmp_path, monkeypatch):
+    """Pictures Pillow cannot read raise ImageError (a FusionCodecError and an OSError);
+    a missing file raises open's own error; over the size cap, ArgumentError while Pillow
+    reads the header, with Pillow's own limit left as it was."""
+    import fusioncodec.codec
+
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (40, 24), (90, 30, 200)).save(picture)
+    whole = picture.read_bytes()
+    for data, message in [
+        (b"hello, I am text", "not an image Pillow can read"),
+        (whole[:60], "cannot read image"),
+    ]:
+        with pytest.raises(ImageError, match=message):
+            tiny_codec.encode(data)
+    with pytest.raises(FileNotFoundError):
+        tiny_codec.encode(tmp_path / "missing.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    assert Container.from_bytes(tiny_codec.encode(picture)).width == 40  # 960 px: ours apply
+    monkeypatch.setattr(fusioncodec.codec, "MAX_CODEC_PIXELS", 500)
+    for source in (picture, whole):
+        with pytest.raises(ArgumentError, match="image too large"):
+            tiny_codec.encode(source)
+        with pytest.raises(ArgumentError, match="image too large"):
+            fusioncodec.codec.image_size(source)
+    assert Image.MAX_IMAGE_PIXELS == 10

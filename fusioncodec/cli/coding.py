@@ -36,9 +36,9 @@ from fusioncodec.cli.common import (
 )
 from fusioncodec.cli.jobs import (
     Job,
+    check_image,
     check_writable,
     image_format,
-    open_image,
     plan_outputs,
     read_input,
     run_jobs,
@@ -131,10 +131,11 @@ def encode(
 
     def work(job: Job) -> dict[str, Any]:
         check_writable(job, force)
-        image = open_image(read_input(job.source), job.name)
+        data = read_input(job.source)
+        check_image(data, job.name)
         codec = get_codec()
-        with errors(job.name):
-            data = codec.encode(image, layers, quality, human_quality)
+        with errors(job.name):  # given the bytes, the codec frees the picture once it has read it
+            data = codec.encode(data, layers, quality, human_quality)
         write_output(job, data, force)
         return container_stats(Container.from_bytes(data))
 

@@ -7,17 +7,15 @@ kept unless ``--force`` is given, and an input file is never overwritten.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
@@ -25,9 +23,6 @@ from fusioncodec.cli.common import STDIO, CliError, FileError, errors, show, ver
 from fusioncodec.container import MAX_PIXELS, MAX_SIDE
 from fusioncodec.files import write_atomic
 from fusioncodec.messages import error_reason
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -219,36 +214,18 @@ def run_jobs(
 # --------------------------------------------------------------------------- images
 
 
-def open_image(data: bytes, name: str) -> Image.Image:
-    """Decode image bytes with Pillow, fully (truncated files fail here), as a FileError."""
-    from PIL import Image, UnidentifiedImageError
+def check_image(data: bytes, name: str) -> None:
+    """FileError unless Pillow can open ``data`` (its header) and the picture fits a .fcb file;
+    a cheap check before the model loads (damage further in is found while coding)."""
+    from fusioncodec.codec import image_size
 
-    from fusioncodec.codec import MAX_CODEC_PIXELS
-    from fusioncodec.image import enable_optional_formats
-
-    enable_optional_formats()
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_CODEC_PIXELS  # what the codec takes, not Pillow's 89 MP
-            image = Image.open(io.BytesIO(data))
-            image.load()
-    except UnidentifiedImageError:
-        raise FileError(f"{name}: not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise FileError(f"{name}: image too large ({error_reason(exc)})") from None
-    except Exception as exc:  # Pillow's plugins raise many types on corrupt data
-        raise FileError(f"{name}: cannot read image ({error_reason(exc)})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    width, height = image.size
+    with errors(name):
+        width, height = image_size(data)
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
         raise FileError(
             f"{name}: image is {width}x{height}; .fcb allows 1..{MAX_SIDE} pixels per side "
             f"and at most {MAX_PIXELS} pixels"
         )
-    return image
 
 
 def image_format(path: Path | None) -> str:
