@@ -1,0 +1,168 @@
+"""Quality of the two-layer weights against training compute, and the compute each gate needs.
+
+    python scripts/reproduce/gate_compute.py [--table results/training/versions.csv]
+        [--out results/training]
+
+Reads the measured versions (Kodak BD-rate of the human layer against VTM, real coded files;
+coco128 machine-layer BD-rate against AVIF on detector mAP) with the CPU minutes of training
+behind each, and fits two curves to the rows marked ``fit`` (one lineage, all at 256 px
+crops): ``BD = a - b ln(minutes)``, which never stops improving (the optimistic reading),
+and ``BD = floor + k minutes^-alpha``, which levels off. From the first it extrapolates the
+CPU minutes each Kodak gate needs, and the H100 minutes for as many crops at the measured
+``fcodec train`` rate; the second says whether the gate can be reached at all by more of the
+same training. Writes ``quality-vs-compute.png`` and ``gate-compute.json``; prints both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+GATES = {"must (beat WebP)": 85.0, "target (beat AVIF/HEVC)": 45.0}
+H100_CROPS_PER_S = 13.5 * 64  # fcodec train, batch 64 x 256^2 (docs/TRAINING.md)
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return [row for row in csv.DictReader(f) if row["version"]]
+
+
+def fit(rows: list[dict[str, str]]) -> tuple[float, float]:
+    """(a, b) of BD = a - b ln(minutes) over the rows marked for the fit."""
+    points = [
+        (math.log(float(r["cpu_minutes"])), float(r["kodak_human_vtm"]))
+        for r in rows
+        if r["fit"] == "yes"
+    ]
+    x, y = np.array(points).T
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(intercept), float(-slope)
+
+
+def fit_floor(rows: list[dict[str, str]]) -> dict[str, float]:
+    """Least-squares ``BD = floor + k minutes^-alpha`` (alpha on a grid) and the log fit's
+    residual beside it, over the rows marked for the fit."""
+    kept = [r for r in rows if r["fit"] == "yes"]
+    t = np.array([float(r["cpu_minutes"]) for r in kept])
+    y = np.array([float(r["kodak_human_vtm"]) for r in kept])
+    best: dict[str, float] = {}
+    for alpha in np.linspace(0.05, 5.0, 496):
+        design = np.stack([np.ones_like(t), t**-alpha], axis=1)
+        (floor, k), *_ = np.linalg.lstsq(design, y, rcond=None)
+        residual = float(((design @ (floor, k) - y) ** 2).sum())
+        if not best or residual < best["residual"]:
+            best = {"floor": float(floor), "k": float(k), "alpha": float(alpha)}
+            best["residual"] = residual
+    a, b = fit(rows)
+    best["log_fit_residual"] = float(((a - b * np.log(t) - y) ** 2).sum())
+    return best
+
+
+def extrapolate(a: float, b: float, cpu_crops_per_s: float) -> dict[str, dict[str, float]]:
+    """CPU minutes (and H100 minutes for as many crops) at which the fit reaches each gate."""
+    out = {}
+    for name, gate in GATES.items():
+        minutes = math.exp((a - gate) / b)
+        crops = minutes * 60 * cpu_crops_per_s
+        out[name] = {
+            "gate_bd_rate": gate,
+            "cpu_minutes": minutes,
+            "cpu_hours": minutes / 60,
+            "crops_256": crops,
+            "h100_minutes": crops / H100_CROPS_PER_S / 60,
+        }
+    return out
+
+
+def series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
+    """(CPU minutes, value) of the rows that have a value for ``key``."""
+    kept = [r for r in rows if r[key].strip()]
+    return [float(r["cpu_minutes"]) for r in kept], [float(r[key]) for r in kept]
+
+
+def plot(rows: list[dict[str, str]], a: float, b: float, floor: dict, out: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    minutes, human = series(rows, "kodak_human_vtm")
+    left.plot(minutes, human, "o-", label="human layer")
+    left.plot(*series(rows, "kodak_machine_vtm"), "s--", label="machine layer")
+    for r in rows:
+        where = (float(r["cpu_minutes"]), float(r["kodak_human_vtm"]))
+        left.annotate(r["version"], where, fontsize=7, xytext=(3, 3), textcoords="offset points")
+    grid = np.geomspace(min(minutes), 1e6, 200)
+    left.plot(grid, a - b * np.log(grid), ":", color="grey", label=f"fit: {a:.0f} - {b:.1f} ln t")
+    level = floor["floor"] + floor["k"] * grid ** -floor["alpha"]
+    label = f"fit: {floor['floor']:.0f} + k t^-{floor['alpha']:.2f}"
+    left.plot(grid, level, "-.", color="black", lw=0.8, label=label)
+    for name, gate in GATES.items():
+        left.axhline(gate, color="red" if gate > 50 else "green", lw=0.8)
+        left.text(grid[-1], gate, f" {name}", fontsize=7, ha="right", va="bottom")
+    left.set(
+        xscale="log",
+        xlabel="CPU minutes of training (after the 21 H100 minutes)",
+        ylabel="Kodak BD-rate vs VTM (%)",
+        title="Kodak (lower is better)",
+    )
+    left.legend(fontsize=7)
+    for key, label in (("coco_yolox_avif", "YOLOX-Nano"), ("coco_fastestdet_avif", "FastestDet")):
+        right.plot(*series(rows, key), "o-", label=label)
+    right.axhline(50.0, color="red", lw=0.8)
+    right.text(max(minutes), 50.0, " must", fontsize=7, ha="right", va="bottom")
+    right.set(
+        xscale="log",
+        xlabel="CPU minutes of training",
+        ylabel="coco128 BD-rate vs AVIF on mAP (%)",
+        title="coco128 machine layer",
+    )
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "quality-vs-compute.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table", type=Path, default=Path("results/training/versions.csv"))
+    parser.add_argument("--out", type=Path, default=Path("results/training"))
+    parser.add_argument(
+        "--cpu-crops-per-s",
+        type=float,
+        default=8160 / 7200,
+        help="CPU training rate in 256^2 crops per second (default: run r7's, 2 shared cores)",
+    )
+    args = parser.parse_args()
+    rows = read_table(args.table)
+    a, b = fit(rows)
+    gates = extrapolate(a, b, args.cpu_crops_per_s)
+    floor = fit_floor(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(rows, a, b, floor, args.out)
+    result = {
+        "fit": {"a": a, "b": b, "model": "BD = a - b ln(cpu_minutes)"},
+        "gates": gates,
+        "levelling_fit": {**floor, "model": "BD = floor + k cpu_minutes^-alpha"},
+    }
+    (args.out / "gate-compute.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"fit: Kodak human-layer BD-rate vs VTM = {a:.1f} - {b:.2f} ln(CPU minutes)")
+    print(
+        f"levelling fit: BD = {floor['floor']:.1f} + {floor['k']:.3g} t^-{floor['alpha']:.2f} "
+        f"(squared residual {floor['residual']:.2f}; the log fit's {floor['log_fit_residual']:.2f})"
+    )
+    print("| gate | BD-rate | CPU hours | 256² crops | H100 minutes |")
+    print("|---|---:|---:|---:|---:|")
+    for name, g in gates.items():
+        print(
+            f"| {name} | +{g['gate_bd_rate']:.0f}% | {g['cpu_hours']:,.0f} | "
+            f"{g['crops_256']:,.0f} | {g['h100_minutes']:,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
