@@ -1,6 +1,6 @@
 """Peak memory and time of coding a large picture, tiled (the default) or in one piece.
 
-    python scripts/reproduce/large_picture.py --size 4096x4096 --out runs/large [--untiled]
+    python scripts/reproduce/large_picture.py --size 4096x4096 --out runs/large [--untiled | --cli]
 
 Makes a WIDTHxHEIGHT picture from a photo (Lanczos resize of --source, default Kodak's
 kodim23), then in separate processes encodes it (both layers, --quality) and decodes each
@@ -8,6 +8,8 @@ layer, printing one JSON line per step: seconds, peak resident memory (MB, ru_ma
 process, before the decoded picture is compared), bpp and, for decodes, PSNR against the
 picture. ``--untiled`` makes every tile
 larger than the picture: the coding before 0.3, for comparison on a picture that fits.
+``--cli`` runs each step through ``fcodec encode`` / ``fcodec decode`` instead (the peak of
+that command, files in and out included).
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ def untile() -> None:
     codec.TRANSFORM_TILE = latent.Y_TILE = latent.Z_TILE = 1 << 20
 
 
+def cli_step(args: argparse.Namespace) -> tuple[dict, Path | None]:
+    """One step through ``fcodec`` in a child process: (row, decoded picture's path)."""
+    fcodec = [sys.executable, "-m", "fusioncodec.cli"]
+    if args.step == "encode":
+        command = ["encode", args.picture, "-o", args.fcb, "-q", args.quality, "-f"]
+        output = None
+    else:
+        output = args.fcb.with_name(f"{args.fcb.stem}-{args.step}.png")
+        command = ["decode", args.fcb, "--layer", args.step, "-o", output, "-f"]
+    start = time.perf_counter()
+    subprocess.run([*fcodec, *map(str, command)], check=True, capture_output=True)
+    row = {"step": f"{args.step} (fcodec {command[0]})", "tiled": True}
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    return row, output
+
+
 def step(args: argparse.Namespace) -> dict:
     """One step in this process (encode, or decode of one layer)."""
     import numpy as np
@@ -40,6 +59,16 @@ def step(args: argparse.Namespace) -> dict:
     from fusioncodec.metrics import psnr_rgb
 
     Image.MAX_IMAGE_PIXELS = None  # our own picture
+    if args.cli:
+        row, output = cli_step(args)
+        decoded = None if output is None else Image.open(output)
+        if output is None:
+            w, h = Image.open(args.picture).size
+            row["bpp"] = round(8 * args.fcb.stat().st_size / (w * h), 4)
+        else:
+            picture = np.asarray(Image.open(args.picture).convert("RGB"))
+            row["psnr"] = round(psnr_rgb(picture, np.asarray(decoded.convert("RGB"))), 3)
+        return row
     if args.untiled:
         untile()
     codec = fusioncodec.load(device="cpu")
@@ -66,7 +95,9 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=SHARED / "data/kodak/kodim23.png")
     parser.add_argument("--out", type=Path, default=Path("runs/large"))
     parser.add_argument("--quality", type=float, default=4.0)
-    parser.add_argument("--untiled", action="store_true")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--untiled", action="store_true")
+    mode.add_argument("--cli", action="store_true", help="code through fcodec encode/decode")
     parser.add_argument("--steps", default="encode,machine,human", help="which steps to run")
     parser.add_argument("--step", choices=["encode", "machine", "human"])
     parser.add_argument("--picture", type=Path)
@@ -87,6 +118,7 @@ def main() -> None:
     fcb = args.out / f"{width}x{height}{'-untiled' if args.untiled else ''}.fcb"
     common = ["--picture", str(picture), "--fcb", str(fcb), "--quality", str(args.quality)]
     common += ["--untiled"] if args.untiled else []
+    common += ["--cli"] if args.cli else []
     for name in args.steps.split(","):
         run = [sys.executable, __file__, "--step", name, *common]
         print(subprocess.run(run, check=True, capture_output=True, text=True).stdout.strip())
