@@ -89,6 +89,15 @@ def series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[floa
     return [float(r["cpu_minutes"]) for r in kept], [float(r[key]) for r in kept]
 
 
+def frame(axes, gates: dict[str, float], at: float, **labels: str) -> None:
+    """Gate lines (labelled at x = ``at``), a log time axis, labels and the legend."""
+    for name, gate in gates.items():
+        axes.axhline(gate, color="red" if gate > 50 else "green", lw=0.8)
+        axes.text(at, gate, f" {name}", fontsize=7, ha="right", va="bottom")
+    axes.set(xscale="log", **labels)
+    axes.legend(fontsize=7)
+
+
 def plot(rows: list[dict[str, str]], a: float, b: float, floor: dict, out: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     minutes, human = series(rows, "kodak_human_vtm")
@@ -102,27 +111,24 @@ def plot(rows: list[dict[str, str]], a: float, b: float, floor: dict, out: Path)
     level = floor["floor"] + floor["k"] * grid ** -floor["alpha"]
     label = f"fit: {floor['floor']:.0f} + k t^-{floor['alpha']:.2f}"
     left.plot(grid, level, "-.", color="black", lw=0.8, label=label)
-    for name, gate in GATES.items():
-        left.axhline(gate, color="red" if gate > 50 else "green", lw=0.8)
-        left.text(grid[-1], gate, f" {name}", fontsize=7, ha="right", va="bottom")
-    left.set(
-        xscale="log",
+    frame(
+        left,
+        GATES,
+        grid[-1],
         xlabel="CPU minutes of training (after the 21 H100 minutes)",
         ylabel="Kodak BD-rate vs VTM (%)",
-        title="Kodak (lower is better)",
+        title="Kodak, human and machine layer (lower is better)",
     )
-    left.legend(fontsize=7)
     for key, label in (("coco_yolox_avif", "YOLOX-Nano"), ("coco_fastestdet_avif", "FastestDet")):
         right.plot(*series(rows, key), "o-", label=label)
-    right.axhline(50.0, color="red", lw=0.8)
-    right.text(max(minutes), 50.0, " must", fontsize=7, ha="right", va="bottom")
-    right.set(
-        xscale="log",
+    frame(
+        right,
+        {"must": 50.0},
+        max(minutes),
         xlabel="CPU minutes of training",
         ylabel="coco128 BD-rate vs AVIF on mAP (%)",
-        title="coco128 machine layer",
+        title="coco128, machine layer",
     )
-    right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "quality-vs-compute.png", dpi=120)
 
