@@ -92,7 +92,7 @@ def series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[floa
 def frame(axes, gates: dict[str, float], at: float, **labels: str) -> None:
     """Gate lines (labelled at x = ``at``), a log time axis, labels and the legend."""
     for name, gate in gates.items():
-        axes.axhline(gate, color="red" if gate > 50 else "green", lw=0.8)
+        axes.axhline(gate, color="green" if "target" in name else "red", lw=0.8)
         axes.text(at, gate, f" {name}", fontsize=7, ha="right", va="bottom")
     axes.set(xscale="log", **labels)
     axes.legend(fontsize=7)
