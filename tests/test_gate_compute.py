@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce" / "gate_compute.py"
-FIELDS = ["version", "cpu_minutes", "kodak_human_vtm", "kodak_machine_vtm", "coco_yolox_avif"]
+FIELDS = ["version", "crops_256", "kodak_human_vtm", "kodak_machine_vtm", "coco_yolox_avif"]
 FIELDS += ["coco_fastestdet_avif", "fit"]
 
 
@@ -25,10 +25,10 @@ def gate_compute():  # noqa: ANN201
     return module
 
 
-def rows(curve, minutes=(100, 200, 400, 800, 1600)) -> list[dict[str, str]]:
+def rows(curve, crops=(1e5, 2e5, 4e5, 8e5, 16e5)) -> list[dict[str, str]]:
     table = [
-        {"version": f"v{i}", "cpu_minutes": str(t), "kodak_human_vtm": str(curve(t)), "fit": "yes"}
-        for i, t in enumerate(minutes)
+        {"version": f"v{i}", "crops_256": str(c), "kodak_human_vtm": str(curve(c)), "fit": "yes"}
+        for i, c in enumerate(crops)
     ]
     table[0]["fit"] = "no"  # left out of the fits
     table[0]["kodak_human_vtm"] = "999"
@@ -38,17 +38,20 @@ def rows(curve, minutes=(100, 200, 400, 800, 1600)) -> list[dict[str, str]]:
 
 
 def test_the_log_fit_and_its_extrapolation(gate_compute) -> None:
-    a, b = gate_compute.fit(rows(lambda t: 300 - 20 * math.log(t)))
+    a, b = gate_compute.fit(rows(lambda c: 300 - 20 * math.log(c)))
     assert a == pytest.approx(300) and b == pytest.approx(20)
-    gates = gate_compute.extrapolate(a, b, cpu_crops_per_s=2.0)
+    gates = gate_compute.extrapolate(a, b, seen=1e3, cpu_crops_per_s=2.0)
     must = gates["must (beat WebP)"]
-    assert must["cpu_minutes"] == pytest.approx(math.exp((300 - 85) / 20))
-    assert must["crops_256"] == pytest.approx(must["cpu_minutes"] * 120)
-    assert must["h100_minutes"] == pytest.approx(must["crops_256"] / (13.5 * 64 * 60))
+    assert must["crops_256"] == pytest.approx(math.exp((300 - 85) / 20))
+    assert must["missing_crops_256"] == pytest.approx(must["crops_256"] - 1e3)
+    assert must["cpu_hours"] == pytest.approx(must["missing_crops_256"] / 2.0 / 3600)
+    assert must["h100_minutes"] == pytest.approx(must["missing_crops_256"] / (13.5 * 64 * 60))
+    reached = gate_compute.extrapolate(a, b, seen=1e12, cpu_crops_per_s=2.0)
+    assert reached["must (beat WebP)"]["cpu_hours"] == 0
 
 
 def test_the_levelling_fit_finds_the_floor(gate_compute) -> None:
-    floor = gate_compute.fit_floor(rows(lambda t: 120 + 1e5 * t**-1.5))
+    floor = gate_compute.fit_floor(rows(lambda c: 120 + 1e9 * c**-1.5))
     assert floor["floor"] == pytest.approx(120, abs=0.5)
     assert floor["alpha"] == pytest.approx(1.5, abs=0.02)
     assert floor["residual"] < floor["log_fit_residual"]
@@ -59,10 +62,10 @@ def test_main_writes_the_plot_and_the_numbers(gate_compute, tmp_path, monkeypatc
     with table.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows(rows(lambda t: 250 - 15 * math.log(t)))
+        writer.writerows(rows(lambda c: 250 - 15 * math.log(c)))
     argv = ["gate_compute.py", "--table", str(table), "--out", str(tmp_path / "out")]
     monkeypatch.setattr(sys, "argv", argv)
     gate_compute.main()
     result = json.loads((tmp_path / "out" / "gate-compute.json").read_text())
     assert result["fit"]["b"] == pytest.approx(15)
-    assert (tmp_path / "out" / "quality-vs-compute.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "quality-vs-crops.png").stat().st_size > 10_000

@@ -1,16 +1,19 @@
-"""Quality of the two-layer weights against training compute, and the compute each gate needs.
+"""Quality of the two-layer weights against crops seen in training, and the compute each gate
+needs.
 
     python scripts/reproduce/gate_compute.py [--table results/training/versions.csv]
         [--out results/training]
 
 Reads the measured versions (Kodak BD-rate of the human layer against VTM, real coded files;
-coco128 machine-layer BD-rate against AVIF on detector mAP) with the CPU minutes of training
-behind each, and fits two curves to the rows marked ``fit`` (one lineage, all at 256 px
-crops): ``BD = a - b ln(minutes)``, which never stops improving (the optimistic reading),
-and ``BD = floor + k minutes^-alpha``, which levels off. From the first it extrapolates the
-CPU minutes each Kodak gate needs, and the H100 minutes for as many crops at the measured
-``fcodec train`` rate; the second says whether the gate can be reached at all by more of the
-same training. Writes ``quality-vs-compute.png`` and ``gate-compute.json``; prints both.
+coco128 machine-layer BD-rate against AVIF on detector mAP) with the crops seen in training
+behind each (all stages, in 256 x 256 equivalents: a 128 px crop counts a quarter), and fits
+two curves to the rows marked ``fit`` (one lineage, all at 256 px crops):
+``BD = a - b ln(crops)``, which never stops improving (the optimistic reading), and
+``BD = floor + k crops^-alpha``, which levels off. From the first it extrapolates the crops
+each Kodak gate needs, and how long the crops still missing take on the CPU (``fcodec
+train`` on 2 idle cores) and on an H100 (its measured ``fcodec train`` rate); the second says
+whether more of the same training reaches the gate at all. Writes ``quality-vs-crops.png``
+and ``gate-compute.json``; prints both.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import numpy as np  # noqa: E402
 
 GATES = {"must (beat WebP)": 85.0, "target (beat AVIF/HEVC)": 45.0}
 H100_CROPS_PER_S = 13.5 * 64  # fcodec train, batch 64 x 256^2 (docs/TRAINING.md)
+CPU_CROPS_PER_S = 8 / 3.0  # fcodec train joint, batch 8 x 256^2, 3.0 s a step on 2 idle cores
+X = "crops_256"
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
@@ -37,11 +42,9 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
 
 def fit(rows: list[dict[str, str]]) -> tuple[float, float]:
-    """(a, b) of BD = a - b ln(minutes) over the rows marked for the fit."""
+    """(a, b) of BD = a - b ln(crops) over the rows marked for the fit."""
     points = [
-        (math.log(float(r["cpu_minutes"])), float(r["kodak_human_vtm"]))
-        for r in rows
-        if r["fit"] == "yes"
+        (math.log(float(r[X])), float(r["kodak_human_vtm"])) for r in rows if r["fit"] == "yes"
     ]
     x, y = np.array(points).T
     slope, intercept = np.polyfit(x, y, 1)
@@ -49,10 +52,10 @@ def fit(rows: list[dict[str, str]]) -> tuple[float, float]:
 
 
 def fit_floor(rows: list[dict[str, str]]) -> dict[str, float]:
-    """Least-squares ``BD = floor + k minutes^-alpha`` (alpha on a grid) and the log fit's
-    residual beside it, over the rows marked for the fit."""
+    """Least-squares ``BD = floor + k (crops / 1e5)^-alpha`` (alpha on a grid) and the log
+    fit's residual beside it, over the rows marked for the fit."""
     kept = [r for r in rows if r["fit"] == "yes"]
-    t = np.array([float(r["cpu_minutes"]) for r in kept])
+    t = np.array([float(r[X]) for r in kept]) / 1e5
     y = np.array([float(r["kodak_human_vtm"]) for r in kept])
     best: dict[str, float] = {}
     for alpha in np.linspace(0.05, 5.0, 496):
@@ -63,30 +66,33 @@ def fit_floor(rows: list[dict[str, str]]) -> dict[str, float]:
             best = {"floor": float(floor), "k": float(k), "alpha": float(alpha)}
             best["residual"] = residual
     a, b = fit(rows)
-    best["log_fit_residual"] = float(((a - b * np.log(t) - y) ** 2).sum())
+    best["log_fit_residual"] = float(((a - b * np.log(t * 1e5) - y) ** 2).sum())
     return best
 
 
-def extrapolate(a: float, b: float, cpu_crops_per_s: float) -> dict[str, dict[str, float]]:
-    """CPU minutes (and H100 minutes for as many crops) at which the fit reaches each gate."""
+def extrapolate(
+    a: float, b: float, seen: float, cpu_crops_per_s: float
+) -> dict[str, dict[str, float]]:
+    """Crops at which the log fit reaches each gate, and the time the ones still missing
+    after ``seen`` take on the CPU and on an H100."""
     out = {}
     for name, gate in GATES.items():
-        minutes = math.exp((a - gate) / b)
-        crops = minutes * 60 * cpu_crops_per_s
+        crops = math.exp((a - gate) / b)
+        missing = max(crops - seen, 0.0)
         out[name] = {
             "gate_bd_rate": gate,
-            "cpu_minutes": minutes,
-            "cpu_hours": minutes / 60,
             "crops_256": crops,
-            "h100_minutes": crops / H100_CROPS_PER_S / 60,
+            "missing_crops_256": missing,
+            "cpu_hours": missing / cpu_crops_per_s / 3600,
+            "h100_minutes": missing / H100_CROPS_PER_S / 60,
         }
     return out
 
 
 def series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
-    """(CPU minutes, value) of the rows that have a value for ``key``."""
+    """(crops seen, value) of the rows that have a value for ``key``."""
     kept = [r for r in rows if r[key].strip()]
-    return [float(r["cpu_minutes"]) for r in kept], [float(r[key]) for r in kept]
+    return [float(r[X]) for r in kept], [float(r[key]) for r in kept]
 
 
 def frame(axes, gates: dict[str, float], at: float, **labels: str) -> None:
@@ -100,22 +106,22 @@ def frame(axes, gates: dict[str, float], at: float, **labels: str) -> None:
 
 def plot(rows: list[dict[str, str]], a: float, b: float, floor: dict, out: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    minutes, human = series(rows, "kodak_human_vtm")
-    left.plot(minutes, human, "o-", label="human layer")
+    crops, human = series(rows, "kodak_human_vtm")
+    left.plot(crops, human, "o-", label="human layer")
     left.plot(*series(rows, "kodak_machine_vtm"), "s--", label="machine layer")
     for r in rows:
-        where = (float(r["cpu_minutes"]), float(r["kodak_human_vtm"]))
+        where = (float(r[X]), float(r["kodak_human_vtm"]))
         left.annotate(r["version"], where, fontsize=7, xytext=(3, 3), textcoords="offset points")
-    grid = np.geomspace(min(minutes), 1e6, 200)
+    grid = np.geomspace(min(crops), 1e8, 200)
     left.plot(grid, a - b * np.log(grid), ":", color="grey", label=f"fit: {a:.0f} - {b:.1f} ln t")
-    level = floor["floor"] + floor["k"] * grid ** -floor["alpha"]
+    level = floor["floor"] + floor["k"] * (grid / 1e5) ** -floor["alpha"]
     label = f"fit: {floor['floor']:.0f} + k t^-{floor['alpha']:.2f}"
     left.plot(grid, level, "-.", color="black", lw=0.8, label=label)
     frame(
         left,
         GATES,
         grid[-1],
-        xlabel="CPU minutes of training (after the 21 H100 minutes)",
+        xlabel="crops seen in training (256 x 256 equivalents, all stages)",
         ylabel="Kodak BD-rate vs VTM (%)",
         title="Kodak, human and machine layer (lower is better)",
     )
@@ -124,13 +130,13 @@ def plot(rows: list[dict[str, str]], a: float, b: float, floor: dict, out: Path)
     frame(
         right,
         {"must": 50.0},
-        max(minutes),
-        xlabel="CPU minutes of training",
+        max(crops),
+        xlabel="crops seen in training (256 x 256 equivalents)",
         ylabel="coco128 BD-rate vs AVIF on mAP (%)",
         title="coco128, machine layer",
     )
     fig.tight_layout()
-    fig.savefig(out / "quality-vs-compute.png", dpi=120)
+    fig.savefig(out / "quality-vs-crops.png", dpi=120)
 
 
 def main() -> None:
@@ -140,33 +146,36 @@ def main() -> None:
     parser.add_argument(
         "--cpu-crops-per-s",
         type=float,
-        default=8160 / 7200,
-        help="CPU training rate in 256^2 crops per second (default: run r7's, 2 shared cores)",
+        default=CPU_CROPS_PER_S,
+        help="CPU training rate in 256^2 crops per second (default: 2 idle cores, batch 8)",
     )
     args = parser.parse_args()
     rows = read_table(args.table)
     a, b = fit(rows)
-    gates = extrapolate(a, b, args.cpu_crops_per_s)
+    seen = max(float(r[X]) for r in rows if r["fit"] == "yes")
+    gates = extrapolate(a, b, seen, args.cpu_crops_per_s)
     floor = fit_floor(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(rows, a, b, floor, args.out)
     result = {
-        "fit": {"a": a, "b": b, "model": "BD = a - b ln(cpu_minutes)"},
+        "fit": {"a": a, "b": b, "model": "BD = a - b ln(crops_256)", "crops_seen": seen},
         "gates": gates,
-        "levelling_fit": {**floor, "model": "BD = floor + k cpu_minutes^-alpha"},
+        "levelling_fit": {**floor, "model": "BD = floor + k (crops_256 / 1e5)^-alpha"},
     }
     (args.out / "gate-compute.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"fit: Kodak human-layer BD-rate vs VTM = {a:.1f} - {b:.2f} ln(CPU minutes)")
+    print(f"log fit: Kodak human-layer BD-rate vs VTM = {a:.1f} - {b:.2f} ln(crops)")
     print(
-        f"levelling fit: BD = {floor['floor']:.1f} + {floor['k']:.3g} t^-{floor['alpha']:.2f} "
-        f"(squared residual {floor['residual']:.2f}; the log fit's {floor['log_fit_residual']:.2f})"
+        f"levelling fit: BD = {floor['floor']:.1f} + {floor['k']:.3g} (crops / 1e5)^"
+        f"-{floor['alpha']:.2f} (squared residual {floor['residual']:.2f}; the log fit's "
+        f"{floor['log_fit_residual']:.2f})"
     )
-    print("| gate | BD-rate | CPU hours | 256² crops | H100 minutes |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"crops seen so far: {seen:,.0f}")
+    print("| gate (log fit) | BD-rate | crops | still missing | CPU hours | H100 minutes |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, g in gates.items():
         print(
-            f"| {name} | +{g['gate_bd_rate']:.0f}% | {g['cpu_hours']:,.0f} | "
-            f"{g['crops_256']:,.0f} | {g['h100_minutes']:,.0f} |"
+            f"| {name} | +{g['gate_bd_rate']:.0f}% | {g['crops_256']:,.0f} | "
+            f"{g['missing_crops_256']:,.0f} | {g['cpu_hours']:,.0f} | {g['h100_minutes']:,.0f} |"
         )
 
 
