@@ -13,10 +13,9 @@ pixels may differ by a grey level between devices; see docs/FORMAT.md.
 from __future__ import annotations
 
 import ctypes
-import io
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,9 +24,15 @@ import torch
 from PIL import Image
 
 from fusioncodec.container import LAYER_KINDS, Container, Layer
-from fusioncodec.errors import ArgumentError, FormatError, ImageError
-from fusioncodec.image import padded, pixel_reader, pixel_writer, to_rgb_array, upright_srgb
-from fusioncodec.messages import error_reason
+from fusioncodec.errors import ArgumentError, FormatError
+from fusioncodec.image import (
+    open_picture,
+    padded,
+    pixel_reader,
+    pixel_writer,
+    to_rgb_array,
+    upright_srgb,
+)
 from fusioncodec.nets import STRIDE, ScalableCodec
 from fusioncodec.nets.tiling import for_tiles, run_tiled
 from fusioncodec.payload import decode_payload, encode_payload, layer_binding
@@ -85,42 +90,13 @@ FcbSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO | Cont
 """An ``.fcb`` file: its bytes, a path, a binary file object or a parsed :class:`Container`."""
 
 
-@contextmanager
-def _opened(source: ImageSource) -> Iterator[Image.Image]:
-    """Pillow's image for ``source`` (a path, bytes or a binary file), its failures turned
-    into :class:`ImageError` and, over :data:`MAX_CODEC_PIXELS`, :class:`ArgumentError`; a
-    file that cannot be opened raises the ``OSError`` of ``open``."""
-    from PIL import UnidentifiedImageError
-
-    from fusioncodec.image import enable_optional_formats, pillow_pixel_limit
-
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(source)
-    enable_optional_formats()
-    try:
-        with pillow_pixel_limit(MAX_CODEC_PIXELS), Image.open(source) as image:
-            yield image
-    except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ArgumentError(f"image too large ({error_reason(exc)})") from None
-    except OSError as exc:
-        if exc.errno is not None:  # the file system's error, not the image's
-            raise
-        raise ImageError(f"cannot read image ({error_reason(exc)})") from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # Pillow's plugins raise many types on corrupt data
-        raise ImageError(f"cannot read image ({error_reason(exc)})") from None
-
-
 def image_size(source: ImageSource) -> tuple[int, int]:
     """Width and height of a picture, from its header (or a PIL image's ``size``); raises
     as :func:`read_image` does for an unreadable or too large picture."""
     if isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)) or hasattr(
         source, "read"
     ):
-        with _opened(source) as image:
+        with open_picture(source, MAX_CODEC_PIXELS) as image:
             return image.size
     return source.size
 
@@ -135,7 +111,7 @@ def read_image(source: ImageSource) -> Image.Image:
         source, "read"
     ):
         return source  # a PIL image (or an object that behaves as one)
-    with _opened(source) as image:
+    with open_picture(source, MAX_CODEC_PIXELS) as image:
         image.load()
         return image
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import ExifTags, Image, ImageCms, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from fusioncodec.errors import ArgumentError, ImageError
+from fusioncodec.messages import error_reason
 from fusioncodec.nets import STRIDE
 
 
@@ -29,7 +33,7 @@ def enable_optional_formats() -> bool:
 
 
 @contextmanager
-def pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
+def _pixel_limit(max_pixels: int) -> Iterator[None]:
     """Inside this block Pillow refuses pictures over ``max_pixels`` (its decompression-bomb
     warning raised as an error) and takes any below, above its own 89 MP default; Pillow's
     setting is restored after."""
@@ -41,6 +45,33 @@ def pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
             yield
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+@contextmanager
+def open_picture(
+    source: str | os.PathLike | bytes | BinaryIO, max_pixels: int
+) -> Iterator[Image.Image]:
+    """Pillow's image for ``source`` (a path, bytes or a binary file), header read; its
+    failures become :class:`ImageError` and, over ``max_pixels``, :class:`ArgumentError`.
+    A file that cannot be opened raises the ``OSError`` of ``open``."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    enable_optional_formats()
+    try:
+        with _pixel_limit(max_pixels), Image.open(source) as image:
+            yield image
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ArgumentError(f"image too large ({error_reason(exc)})") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the file system's error, not the image's
+            raise
+        raise ImageError(f"cannot read image ({error_reason(exc)})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow's plugins raise many types on corrupt data
+        raise ImageError(f"cannot read image ({error_reason(exc)})") from None
 
 
 _SRGB = ImageCms.createProfile("sRGB")
