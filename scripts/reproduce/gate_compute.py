@@ -112,11 +112,12 @@ def plot(rows: list[dict[str, str]], a: float, b: float, floor: dict, out: Path)
     for r in rows:
         where = (float(r[X]), float(r["kodak_human_vtm"]))
         left.annotate(r["version"], where, fontsize=7, xytext=(3, 3), textcoords="offset points")
-    grid = np.geomspace(min(crops), 1e8, 200)
+    grid = np.geomspace(min(crops), 2e7, 200)
     left.plot(grid, a - b * np.log(grid), ":", color="grey", label=f"fit: {a:.0f} - {b:.1f} ln t")
     level = floor["floor"] + floor["k"] * (grid / 1e5) ** -floor["alpha"]
     label = f"fit: {floor['floor']:.0f} + k t^-{floor['alpha']:.2f}"
     left.plot(grid, level, "-.", color="black", lw=0.8, label=label)
+    left.set_ylim(0, max(human) * 1.05)
     frame(
         left,
         GATES,
