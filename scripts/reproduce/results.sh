@@ -35,3 +35,5 @@ fcodec eval machine --images "$S/data/coco128/images" --annotations "$S/data/coc
 fcodec bench --image "$S/data/kodak/kodim01.png" --train --out results/bench.json
 python scripts/reproduce/summarize_results.py results > results/summary.json
 if [ -n "${M_MODELS:-}" ]; then python scripts/experiments/compare_m.py results/m-compare 4 2; fi
+# Quality against crops seen, from the versions measured so far (results/training/versions.csv).
+python scripts/reproduce/gate_compute.py --out results/training
