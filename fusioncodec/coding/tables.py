@@ -52,12 +52,20 @@ class CategoricalTables:
         ends = np.cumsum(counts)
         starts = ends - counts
         runs = [(t, int(starts[t]), int(ends[t])) for t in np.flatnonzero(counts)]
-        return starts.copy(), runs
+        return starts, runs
 
     @staticmethod
-    def _table_order(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A chunk's symbols in table order (stable), and how many each table has."""
-        return np.argsort(idx, kind="stable"), np.bincount(idx)
+    def _positions(idx: np.ndarray, cursor: np.ndarray) -> np.ndarray:
+        """Where each of a chunk's symbols sits in the table-ordered symbols (each table's in
+        raster order); moves ``cursor`` past them."""
+        order = np.argsort(idx, kind="stable")
+        counts = np.bincount(idx, minlength=len(cursor))
+        by_table = idx[order]
+        rank = np.arange(len(idx)) - (np.cumsum(counts) - counts)[by_table]  # within its table
+        positions = np.empty(len(idx), dtype=np.int64)
+        positions[order] = cursor[by_table] + rank
+        cursor += counts
+        return positions
 
     def encode(self, encoder: RangeEncoder, values: np.ndarray, indexes: np.ndarray) -> np.ndarray:
         """Encode integer ``values`` (flat) with tables ``indexes``; return the coded values.
@@ -83,13 +91,7 @@ class CategoricalTables:
             if escaped.any():
                 escapes.append(v[escaped])
             coded[s : s + len(v)] = v
-            order, counts = self._table_order(idx)
-            done = 0
-            for table in np.flatnonzero(counts):
-                c = int(counts[table])
-                ordered[cursor[table] : cursor[table] + c] = categories[order[done : done + c]]
-                cursor[table] += c
-                done += c
+            ordered[self._positions(idx, cursor)] = categories
         for table, start, end in runs:
             encoder.encode(ordered[start:end], self.models[table])
         if escapes:
@@ -108,14 +110,7 @@ class CategoricalTables:
         escaped_at: list[np.ndarray] = []
         for s in range(0, n, CHUNK):
             idx = np.asarray(indexes[s : s + CHUNK], dtype=np.int64)
-            order, counts = self._table_order(idx)
-            categories = np.empty(len(idx), dtype=np.int64)
-            done = 0
-            for table in np.flatnonzero(counts):
-                c = int(counts[table])
-                categories[order[done : done + c]] = ordered[cursor[table] : cursor[table] + c]
-                cursor[table] += c
-                done += c
+            categories = ordered[self._positions(idx, cursor)]
             escaped = categories == self.escape[idx]
             values[s : s + len(idx)] = categories + self.offset[idx]
             if escaped.any():
