@@ -90,15 +90,20 @@ FcbSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO | Cont
 """An ``.fcb`` file: its bytes, a path, a binary file object or a parsed :class:`Container`."""
 
 
+def _encoded(source: ImageSource) -> bool:
+    """Whether ``source`` is an encoded picture (path, bytes or file), not a PIL image."""
+    return isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)) or hasattr(
+        source, "read"
+    )
+
+
 def image_size(source: ImageSource) -> tuple[int, int]:
     """Width and height of a picture, from its header (or a PIL image's ``size``); raises
     as :func:`read_image` does for an unreadable or too large picture."""
-    if isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)) or hasattr(
-        source, "read"
-    ):
-        with open_picture(source, MAX_CODEC_PIXELS) as image:
-            return image.size
-    return source.size
+    if not _encoded(source):
+        return source.size
+    with open_picture(source, MAX_CODEC_PIXELS) as image:
+        return image.size
 
 
 def read_image(source: ImageSource) -> Image.Image:
@@ -107,9 +112,7 @@ def read_image(source: ImageSource) -> Image.Image:
     :class:`ImageError` if Pillow cannot read it, :class:`ArgumentError` if it is over
     :data:`MAX_CODEC_PIXELS`; a PIL image is returned as it is.
     """
-    if not isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)) and not hasattr(
-        source, "read"
-    ):
+    if not _encoded(source):
         return source  # a PIL image (or an object that behaves as one)
     with open_picture(source, MAX_CODEC_PIXELS) as image:
         image.load()

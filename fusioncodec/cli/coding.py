@@ -131,13 +131,13 @@ def encode(
 
     def work(job: Job) -> dict[str, Any]:
         check_writable(job, force)
-        data = read_input(job.source)
-        check_image(data, job.name)
+        picture = read_input(job.source)
+        check_image(picture, job.name)
         codec = get_codec()
         with errors(job.name):  # given the bytes, the codec frees the picture once it has read it
-            data = codec.encode(data, layers, quality, human_quality)
-        write_output(job, data, force)
-        return container_stats(Container.from_bytes(data))
+            fcb = codec.encode(picture, layers, quality, human_quality)
+        write_output(job, fcb, force)
+        return container_stats(Container.from_bytes(fcb))
 
     results = run_jobs(jobs, work, desc="encode", as_json=as_json, progress=progress)
     done = [r for r in results if r["ok"]]
