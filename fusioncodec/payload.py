@@ -15,7 +15,7 @@ from fusioncodec.coding import RangeDecoder, RangeEncoder
 from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import LAYER_KINDS
 from fusioncodec.errors import FormatError
-from fusioncodec.nets.latent import LatentCodec
+from fusioncodec.nets.latent_codec import LatentCodec
 
 __all__ = ["decode_payload", "encode_payload", "latent_check", "layer_binding"]
 

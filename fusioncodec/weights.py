@@ -192,7 +192,7 @@ def table_problem(model: nn.Module) -> str | None:
 
     Empty tables (a model never updated) are not checked: coding refuses them itself.
     """
-    from fusioncodec.nets.latent import LatentCodec
+    from fusioncodec.nets.latent_codec import LatentCodec
 
     for prefix, latent in model.named_modules():
         if isinstance(latent, LatentCodec) and (problem := latent.table_problem()):
@@ -218,7 +218,7 @@ def load_state(model: nn.Module, state: dict, strict: bool) -> None:
     The likelihood floors keep the model's own values, so training from any weight file
     cannot meet a zero likelihood (infinite rate).
     """
-    from fusioncodec.nets.latent import LatentCodec
+    from fusioncodec.nets.latent_codec import LatentCodec
 
     own = model.state_dict()
     state = {
@@ -254,7 +254,7 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
 
     from fusioncodec.files import write_atomic
     from fusioncodec.nets.exact import ExactConvMixin
-    from fusioncodec.nets.latent import LatentCodec
+    from fusioncodec.nets.latent_codec import LatentCodec
 
     model = model.cpu().eval()
     card = dict(card, entropy_parameters=ENTROPY_PARAMETERS)

@@ -102,8 +102,12 @@ def test_rate_overhead_is_finite(report: dict) -> None:
 def test_train_speed_covers_every_stage(report: dict) -> None:
     train = report["devices"]["cpu"]["train"]
     assert train["batch"] == 1 and train["crop"] == 64
-    assert set(train["iterations_per_hour"]) == {"machine", "human", "joint", "baseline"}
-    assert all(v > 0 for v in train["iterations_per_hour"].values())
+    assert set(train["precisions"]) == {"fp32", "bf16"}
+    for stages in train["precisions"].values():
+        assert set(stages) == {"machine", "human", "joint", "baseline", "decoder"}
+        assert all(v["crops_per_s"] > 0 for v in stages.values())
+    assert set(train["bf16_speedup"]) == set(train["precisions"]["fp32"])
+    assert train["default_precision"] in ("fp32", "bf16")
 
 
 def test_table_shows_every_phase(report: dict) -> None:

@@ -27,7 +27,8 @@ import click
 from fusioncodec import __version__
 from fusioncodec.cli.coding import decode, encode, info, strip
 from fusioncodec.cli.common import CliError, FileError
-from fusioncodec.cli.train import export_command, train
+from fusioncodec.cli.export import export_command
+from fusioncodec.cli.train import train
 from fusioncodec.messages import error_reason, one_line
 
 __all__ = ["CliError", "FileError", "cli", "main"]

@@ -90,7 +90,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 @click.option(
     "--train",
     is_flag=True,
-    help="Also measure training iterations/hour per stage (machine, human, joint, baseline).",
+    help="Also measure training speed per stage (crops/s, wall clock) in each --train-precision.",
 )
 @click.option(
     "--train-steps",
@@ -108,6 +108,13 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
     default=256,
     show_default=True,
     help="Side of the square training crops.",
+)
+@click.option(
+    "--train-precision",
+    "train_precision",
+    default="fp32,bf16",
+    show_default=True,
+    help="Precisions to time training in, comma-separated (fp32, bf16); both: bf16's speed-up.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not a table.")
 @click.option("--out", metavar="FILE", help="Also write the report as JSON to FILE.")
@@ -128,6 +135,7 @@ def bench(
     train_steps: int,
     train_batch: int,
     train_crop: int,
+    train_precision: str,
     as_json: bool,
     out: str | None,
 ) -> None:
@@ -162,6 +170,7 @@ def bench(
         train_steps=train_steps,
         train_batch=train_batch,
         train_crop=train_crop,
+        train_precisions=_precisions(train_precision),
     )
     progress = sys.stderr.isatty()
 
@@ -180,3 +189,13 @@ def bench(
             write_atomic(out_path, text + "\n")
         except OSError as exc:
             raise CliError(f"--out {out}: {exc.strerror or exc}") from None
+
+
+def _precisions(text: str) -> tuple[str, ...]:
+    """``--train-precision``: some of fp32, bf16, comma-separated."""
+    from fusioncodec.train.recipe import PRECISIONS
+
+    chosen = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not chosen or set(chosen) - set(PRECISIONS):
+        raise CliError(f"--train-precision takes some of {','.join(PRECISIONS)}, got {text!r}")
+    return chosen

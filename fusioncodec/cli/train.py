@@ -1,5 +1,5 @@
-"""The training commands: ``train`` (one stage of the codec, resumable) and ``export``
-(a checkpoint as shipped weights). torch and the training modules load inside the commands."""
+"""The ``train`` command: one stage of the codec, resumable. torch and the training modules
+load inside the command."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any
 
 import click
 
-from fusioncodec.cli.common import CliError, device_option, force_option, show
+from fusioncodec.cli.common import CliError, device_option, show
 from fusioncodec.messages import error_reason
+from fusioncodec.train import recipe
 from fusioncodec.train.recipe import SOURCES, Balance
 from fusioncodec.train.schedule import SCHEDULES
 
@@ -22,7 +23,7 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
 
 
 @click.command()
-@click.argument("stage", type=click.Choice(["machine", "human", "joint", "baseline"]))
+@click.argument("stage", type=click.Choice(recipe.STAGES))
 @click.option(
     "--out", "out_dir", required=True, metavar="DIR", help="Run folder (checkpoint, log)."
 )
@@ -106,6 +107,29 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
     "steps); validation and export use it. 0: none. Give it again when resuming.",
 )
 @click.option(
+    "--decoders",
+    default=",".join(recipe.DEFAULT_DECODERS),
+    show_default=True,
+    help="Decoder stage: what it trains, comma-separated: human (fusion and human "
+    "synthesis), machine (the machine layer's synthesis).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", *recipe.PRECISIONS]),
+    default="auto",
+    show_default=True,
+    help="bf16: the transforms under bf16 autocast (entropy models and losses in fp32); "
+    "auto: bf16 on a CPU with avx512_bf16 or AMX, else fp32.",
+)
+@click.option(
+    "--rounded-rate-from",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=None,
+    metavar="FRACTION",
+    help="From this fraction of the run on, charge the rate on rounded latents "
+    "(straight-through) instead of noisy ones, as the coder codes them [default: never].",
+)
+@click.option(
     "--threads", type=click.IntRange(min=0), default=0, help="torch threads (0: torch's default)."
 )
 @click.option(
@@ -167,7 +191,9 @@ def train(stage: str, **options: Any) -> None:
     """Train (or resume, if DIR has a checkpoint) one STAGE of the codec.
 
     machine: SA-ICM loss (MSE on edge pixels); human: machine frozen, additional codec and
-    human decoder; joint: both at once (machine latent detached); baseline: single-layer LIC.
+    human decoder; joint: both at once (machine latent detached); baseline: single-layer LIC;
+    decoder: from --init weights, encoders and entropy models frozen (the bitstream does not
+    change), the --decoders trained on the rounded latents the decoder reads.
     With --init, the weights' lambda ranges are kept unless --machine-lambdas or
     --human-lambdas give new ones, which start from the trained gains moved to the new
     lambdas. A resumed run keeps its checkpoint's architecture and lambdas.
@@ -222,13 +248,17 @@ def _train_config(stage: str, o: SimpleNamespace) -> Any:
         raise CliError(f"--sources takes some of {','.join(SOURCES)}, got {o.sources!r}")
     shrink = _scale_range(o.scale)
     weighting = _balance(o.balance)
+    decoders = _decoders(stage, o)
     ranges = _lambda_ranges(o.machine_lambdas, o.human_lambdas, o.init)
+    codec = CodecConfig(n=o.n, slices=o.slices, m=o.m, **ranges)
+    if stage == "decoder":  # the --init weights' model, whole
+        codec = CodecConfig.from_dict(_init_card(o.init, "scalable")["config"])
     return TrainConfig(
         stage=stage,
         out=Path(o.out_dir),
         train_root=root,
         shared=shared if shared.is_dir() else None,
-        codec=CodecConfig(n=o.n, slices=o.slices, m=o.m, **ranges),
+        codec=codec,
         init=Path(o.init) if o.init else None,
         mask_dirs=[Path(d) for d in o.mask_dirs],
         sources=chosen,
@@ -243,12 +273,43 @@ def _train_config(stage: str, o: SimpleNamespace) -> Any:
         decay_at=o.decay_at,
         balance=weighting,
         ema=o.ema,
+        precision=o.precision,
+        decoders=decoders,
+        rounded_rate_from=o.rounded_rate_from,
         max_steps=o.steps,
         max_minutes=o.minutes,
         threads=o.threads,
         checkpoint_minutes=o.checkpoint_minutes,
         seed=o.seed,
     )
+
+
+def _decoders(stage: str, o: SimpleNamespace) -> tuple[str, ...]:
+    """``--decoders`` checked; the decoder stage keeps its --init weights' encoders and
+    lambdas, so that the bitstream does not change."""
+    chosen = tuple(dict.fromkeys(d.strip() for d in o.decoders.split(",") if d.strip()))
+    if not chosen or set(chosen) - set(recipe.DECODERS):
+        raise CliError(f"--decoders takes some of {','.join(recipe.DECODERS)}, got {o.decoders!r}")
+    if stage != "decoder":
+        return chosen
+    if not o.init:
+        raise CliError("the decoder stage trains the decoders of trained weights: give --init")
+    if o.machine_lambdas or o.human_lambdas or o.rounded_rate_from is not None:
+        raise CliError(
+            "the decoder stage keeps the --init weights' rates: no --machine-lambdas, "
+            "--human-lambdas or --rounded-rate-from"
+        )
+    return chosen
+
+
+def _init_card(init: str, kind: str) -> dict:
+    """The card of the --init weights, which must hold a ``kind`` model."""
+    from fusioncodec.weights import read_card
+
+    card = read_card(Path(init))
+    if card.get("kind") != kind:
+        raise CliError(f"--init {show(init)} holds a {card.get('kind')} model, not {kind}")
+    return card
 
 
 def _validation_images(val_dir: str | None, root: Path, count: int) -> list[Path]:
@@ -335,53 +396,3 @@ def _lambda_range(text: str, option: str, levels: int = 8) -> list[float]:
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
         raise CliError(f"{option} needs 0 < LO < HI, got {text!r}")
     return geometric(lo, hi, levels)
-
-
-@click.command("export")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--kind", type=click.Choice(["scalable", "baseline"]), required=True)
-@click.option("--name", required=True, help="Model name; writes NAME.safetensors and NAME.json.")
-@click.option("--out", "out_dir", default=None, metavar="DIR", help="Default: the models folder.")
-@click.option("--results", multiple=True, metavar="JSON", help="Measured results for the card.")
-@click.option("--notes", default="", help="Free text for the model card.")
-@force_option
-def export_command(
-    checkpoint: str,
-    kind: str,
-    name: str,
-    out_dir: str | None,
-    results: tuple[str, ...],
-    notes: str,
-    force: bool,
-) -> None:
-    """Export a training CHECKPOINT as shipped weights (fp16 safetensors + model card).
-
-    Given a .safetensors weight file instead, re-export it in the current format (its card
-    kept, renamed): this converts weights made before the integer entropy networks.
-    """
-    from fusioncodec.train.export import convert_weights, export_checkpoint, load_results
-    from fusioncodec.weights import models_dir
-
-    folder = Path(out_dir) if out_dir else models_dir()
-    target = folder / f"{name}.safetensors"
-    if target.exists() and not force:
-        raise CliError(f"{show(target)} exists (use --force to replace it)")
-    if not Path(checkpoint).is_file():
-        raise CliError(f"checkpoint not found: {show(checkpoint)}")
-    try:
-        if checkpoint.endswith(".safetensors"):
-            if Path(checkpoint).resolve() == target.resolve():
-                raise CliError("the converted weights need another name than the source")
-            path, identity = convert_weights(Path(checkpoint), kind, name, folder, notes)
-        else:
-            path, identity = export_checkpoint(
-                Path(checkpoint),
-                kind,
-                name,
-                folder,
-                load_results([Path(r) for r in results]),
-                notes,
-            )
-    except (KeyError, RuntimeError, ValueError, OSError) as exc:
-        raise CliError(f"cannot export {show(checkpoint)}: {error_reason(exc)}") from None
-    click.echo(f"wrote {path} (identity {identity.hex()})", err=True)

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from fusioncodec.layers import analysis_transform, conv, lambda_log_gains, synthesis_transform
 from fusioncodec.nets.config import CodecConfig
-from fusioncodec.nets.latent import SLICE_CHANNELS, LatentCodec, SliceLatentCodec
+from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
+from fusioncodec.nets.latent_codec import LatentCodec
 
 STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
 

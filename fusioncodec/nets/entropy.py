@@ -15,6 +15,7 @@ from fusioncodec.coding.tables import ESCAPE_RANGE
 ensure_torchvision()
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
 from compressai.models.utils import update_registered_buffers  # noqa: E402
+from compressai.ops import quantize_ste as ste_round  # noqa: E402
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
@@ -28,19 +29,35 @@ class HostFreeBottleneck(EntropyBottleneck):
     here it is a tuple of ints. Same parameters, buffers and results.
     """
 
-    def forward(self, x: Tensor, training: bool | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, training: bool | None = None, straight_through: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """compressai's forward; ``straight_through``: the likelihoods of the rounded values
+        with the rounding's gradient passed straight through (the rate as coded)."""
         training = self.training if training is None else training
         perm = (1, 0, *range(2, x.ndim))  # B x C x ... <-> C x B x ... (its own inverse)
         x = x.permute(*perm).contiguous()
         shape = x.size()
         values = x.reshape(x.size(0), 1, -1)
-        mode = "noise" if training else "dequantize"
-        outputs = self.quantize(values, mode, self._get_medians())
+        medians = self._get_medians()
+        if straight_through:
+            outputs = ste_round(values - medians) + medians
+        else:
+            outputs = self.quantize(values, "noise" if training else "dequantize", medians)
         likelihood, _, _ = self._likelihood(outputs)
         if self.use_likelihood_bound:
             likelihood = self.likelihood_lower_bound(likelihood)
         outputs = outputs.reshape(shape).permute(*perm).contiguous()
         return outputs, likelihood.reshape(shape).permute(*perm).contiguous()
+
+
+def rounded_likelihood(
+    gc: GaussianConditional, y: Tensor, scales: Tensor, means: Tensor
+) -> Tensor:
+    """Likelihoods of ``y`` rounded around ``means`` as the coder rounds it, the rounding's
+    gradient passed straight through (compressai's ``dequantize`` mode stops it)."""
+    likelihood = gc._likelihood(ste_round(y - means) + means, scales, means)
+    return gc.likelihood_lower_bound(likelihood) if gc.use_likelihood_bound else likelihood
 
 
 def scale_table() -> Tensor:

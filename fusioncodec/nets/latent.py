@@ -12,8 +12,6 @@ table index, mean and decoded latent is identical on every device.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -28,6 +26,7 @@ from fusioncodec.nets.entropy import (
     decoded_symbols,
     load_table_buffers,
     min_payload_bits,
+    rounded_likelihood,
     tables_problem,
     update_tables,
 )
@@ -44,6 +43,7 @@ from fusioncodec.nets.exact import (
     scale_thresholds,
     to_fixed,
 )
+from fusioncodec.nets.latent_codec import LatentCodec
 from fusioncodec.nets.tiling import reader, run_tiled, tiled
 
 ensure_torchvision()
@@ -71,54 +71,6 @@ def _symbols(y: Tensor, gain: Tensor, means: Tensor) -> Tensor:
         limited = exact.nan_to_num_(0.0).clamp_(-ESCAPE_RANGE, ESCAPE_RANGE - 1)
         out[..., rows, :] = limited.to(torch.int32)
     return out
-
-
-class LatentCodec(nn.Module, ABC):
-    """What the codecs need of a latent codec (compare CompressAI's ``LatentCodec``):
-
-    * ``forward(y, q, context)``: the training path, the quantised latent (float) and the
-      likelihoods it is charged for;
-    * ``compress(y, q, encoder, context)`` / ``decompress(decoder, z_shape, q, device,
-      context, echo, words)``: the range-coded stream and the decoder's exact latent, the
-      same on every device;
-    * ``update()`` after training, ``table_problem()`` before coding with loaded tables,
-      ``min_payload_bits(z_shape)`` before decoding anything.
-
-    ``context`` is a tensor the decoder already has (the human layer: the machine latent).
-    A new entropy model subclasses this; the codecs, the weight files and the container
-    never name the class it is.
-    """
-
-    @abstractmethod
-    def forward(
-        self, y: Tensor, q: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]: ...
-
-    @abstractmethod
-    def compress(
-        self, y: Tensor, q: Tensor, encoder: RangeEncoder, context: Tensor | None = None
-    ) -> Tensor: ...
-
-    @abstractmethod
-    def decompress(
-        self,
-        decoder: RangeDecoder,
-        z_shape: tuple[int, int],
-        q: Tensor,
-        device: torch.device,
-        context: Tensor | None = None,
-        echo: RangeEncoder | None = None,
-        words: int | None = None,
-    ) -> Tensor: ...
-
-    @abstractmethod
-    def update(self) -> None: ...
-
-    @abstractmethod
-    def table_problem(self) -> str | None: ...
-
-    @abstractmethod
-    def min_payload_bits(self, z_shape: tuple[int, int]) -> float: ...
 
 
 class SliceLatentCodec(LatentCodec):
@@ -206,17 +158,30 @@ class SliceLatentCodec(LatentCodec):
     def forward(
         self, y: Tensor, q: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training path: quantised latent (gain removed) and likelihoods of y and z."""
+        """Training path: quantised latent (gain removed) and likelihoods of y and z, in
+        float32 under any autocast. The rate is charged on noisy latents, or on the rounded
+        ones (straight-through) while :attr:`rounded_rate` is set."""
+        with torch.autocast(y.device.type, enabled=False):
+            context = None if context is None else context.float()
+            return self._forward(y.float(), q, context)
+
+    def _forward(
+        self, y: Tensor, q: Tensor, context: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        rounded = self.rounded_rate
         yg = y * self.gain.gain(q)
         z = self.h_a(yg)
-        _, z_likelihoods = self.entropy_bottleneck(z)
+        _, z_likelihoods = self.entropy_bottleneck(z, straight_through=rounded)
         medians = self.entropy_bottleneck._get_medians()
         hyper = self._hyper(ste_round(z - medians) + medians, context)
         decoded: list[Tensor] = []
         likelihoods = []
         for i, y_slice in enumerate(yg.chunk(self.slices, 1)):
             means, scales = self._params(i, hyper, decoded)
-            _, lik = self.gaussian_conditional(y_slice, scales, means=means)
+            if rounded:
+                lik = rounded_likelihood(self.gaussian_conditional, y_slice, scales, means)
+            else:
+                _, lik = self.gaussian_conditional(y_slice, scales, means=means)
             likelihoods.append(lik)
             decoded.append(ste_round(y_slice - means) + means)
             decoded[-1] = self._refine(i, hyper, decoded)

@@ -37,9 +37,17 @@ from fusioncodec.layers import lambda_positions
 from fusioncodec.nets import CodecConfig
 from fusioncodec.train.checkpoint import load_checkpoint, plain
 from fusioncodec.train.data import CropSampler, load_or_build, pictures
-from fusioncodec.train.recipe import DEFAULT_SCALE, SOURCES, STAGES, Balance
+from fusioncodec.train.precision import resolve_precision
+from fusioncodec.train.recipe import DEFAULT_DECODERS, DEFAULT_SCALE, SOURCES, STAGES, Balance
 from fusioncodec.train.schedule import average_decay, learning_rate
-from fusioncodec.train.step import build_model, make_optimizer, optimise, step_losses, trainable
+from fusioncodec.train.step import (
+    build_model,
+    make_optimizer,
+    optimise,
+    step_losses,
+    train_mode,
+    trainable,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -76,6 +84,9 @@ class TrainConfig:
     rollback_after: int = 20  # consecutive non-finite steps before returning to the last good state
     max_rollbacks: int = 5
     ema: float = 0.999  # decay of the weights' moving average (0: none; 0.999 ~ last 1,000 steps)
+    precision: str = "auto"  # fp32, bf16 (transforms under autocast) or auto (by the hardware)
+    decoders: tuple[str, ...] = DEFAULT_DECODERS  # what the decoder stage trains
+    rounded_rate_from: float | None = None  # progress from which the rate is charged as coded
 
 
 def _reseat_levels(model: nn.Module, stage: str, trained: dict, codec: CodecConfig) -> None:
@@ -132,6 +143,8 @@ def train(cfg: TrainConfig) -> Path:
     """Run (or resume) one stage; returns the checkpoint path."""
     if cfg.stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}")
+    if cfg.stage == "decoder" and cfg.init is None:
+        raise ValueError("the decoder stage trains the decoders of trained weights: give --init")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +183,8 @@ class _Run:
         if cfg.init is not None and state is None:
             from fusioncodec.weights import load_weights_into, read_card
 
-            load_weights_into(self.model, cfg.init, strict=False)
+            # the decoder stage keeps every trained weight: all of them must be there
+            load_weights_into(self.model, cfg.init, strict=cfg.stage == "decoder")
             _reseat_levels(self.model, cfg.stage, read_card(cfg.init)["config"], cfg.codec)
         if state is not None:
             from fusioncodec.weights import load_state
@@ -178,8 +192,9 @@ class _Run:
             load_state(self.model, state["model"], strict=True)  # CDF tables of any size
             self.step, self.elapsed = state["step"], state["elapsed"]
         self.device = device = _device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, device)
         self.model = self.model.to(device, memory_format=torch.channels_last)
-        params = trainable(self.model, cfg.stage)
+        params = trainable(self.model, cfg.stage, cfg.decoders)
         self.optimizer, self.main, self.quantiles = make_optimizer(self.model, params, cfg.lr)
         if state is not None and state.get("optimizer") is not None:  # weights-only: fresh Adam
             self.optimizer.load_state_dict(state["optimizer"])
@@ -187,9 +202,7 @@ class _Run:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size: autotune the convolutions
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        self.model.train()
-        if cfg.stage == "human":
-            self.model.machine.eval()
+        train_mode(self.model, cfg.stage, cfg.decoders)
         self.average = self._average(state)
         self.sampler = self._sampler()
         self.log = (cfg.out / "log.jsonl").open("a")
@@ -221,7 +234,7 @@ class _Run:
         del packed
         edges_only = cfg.stage == "machine"  # unannotated photos teach the machine layer nothing
         sampler = CropSampler(items, cfg.crop, cfg.seed + self.step, self.device, edges_only)
-        tqdm.write(f"{len(sampler)} training pictures on {self.device}")
+        tqdm.write(f"{len(sampler)} training pictures on {self.device}, {self.precision}")
         return sampler
 
     def snapshot(self) -> dict[str, Any]:
@@ -305,6 +318,7 @@ class _Run:
             if progress >= 1:
                 break
             lr = learning_rate(cfg.lr, progress, cfg.schedule, cfg.decay_at)
+            self.charge_rate_as_coded(progress)
             losses, bad = self.train_step(lr)
             streak = (streak + 1) * bad
             skipped = skipped + bad
@@ -339,13 +353,25 @@ class _Run:
         cfg = self.cfg
         self.optimizer.param_groups[0]["lr"] = lr
         x, mask = self.sampler.batch(cfg.batch)
-        losses = step_losses(self.model, cfg.stage, x, mask, cfg.codec, cfg.balance)
+        losses = step_losses(
+            self.model, cfg.stage, x, mask, cfg.codec, cfg.balance,
+            precision=self.precision, decoders=cfg.decoders,
+        )  # fmt: skip
         bad = optimise(self.optimizer, losses, self.main, self.quantiles)  # not applied if bad
         if self.average:
             self.average.update()
         self.step += 1
         self.bar.update()
         return losses, bad
+
+    def charge_rate_as_coded(self, progress: float) -> None:
+        """From ``rounded_rate_from`` on, the rate is charged on rounded latents (STE)."""
+        start = self.cfg.rounded_rate_from
+        rounded = start is not None and progress >= start
+        for codec in self.model.latent_codecs():
+            if codec.rounded_rate != rounded:
+                codec.rounded_rate = rounded
+                self.bar.write(f"step {self.step}: rate charged on rounded latents: {rounded}")
 
     def finish(self, start: float) -> Path:
         self.elapsed = time.time() - start

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STAGES = ("machine", "human", "joint", "baseline")
+STAGES = ("machine", "human", "joint", "baseline", "decoder")
+DECODERS = ("human", "machine")  # what the decoder stage can train
+DEFAULT_DECODERS = ("human",)
+PRECISIONS = ("fp32", "bf16")  # of the transforms in training (fusioncodec.train.precision)
 SOURCES = ("bsds500", "coco", "sun80")  # the built-in sources under the training folder
 DEFAULT_SCALE = (0.5, 0.9)  # training pictures are shrunk by a random factor in this range
 HELD_OUT_EVERY = 10  # every 10th sun80 photo (sorted by name) is kept for validation

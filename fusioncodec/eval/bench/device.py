@@ -4,64 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fusioncodec.eval.bench.cold import bench_cold
 from fusioncodec.eval.bench.compare import bench_compressai, rate_report, ratios
-from fusioncodec.eval.bench.options import COMPRESSAI_MODEL, STAGES, BenchOptions, Log
+from fusioncodec.eval.bench.options import COMPRESSAI_MODEL, BenchOptions, Log
 from fusioncodec.eval.bench.probes import finite, peak_memory, speed, sync, timed
+from fusioncodec.eval.bench.training import trainspeed
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
-
-
-def _train_step(
-    model: Any, opt: Any, stage: str, x: Any, mask: Any, params: list, config: Any
-) -> None:
-    """One optimisation step as in :func:`fusioncodec.train.loop.train`."""
-    from fusioncodec.train.step import optimise, step_losses
-
-    main, quantiles = params
-    optimise(opt, step_losses(model, stage, x, mask, config), main, quantiles)
-
-
-def trainspeed(config: Any, device: torch.device, opts: BenchOptions) -> dict[str, Any]:
-    """Training iterations per hour for each stage, at ``train_batch`` x ``train_crop``^2."""
-    import torch
-
-    from fusioncodec.train.step import build_model, make_optimizer, trainable
-
-    out: dict[str, Any] = {
-        "batch": opts.train_batch,
-        "crop": opts.train_crop,
-        "steps": opts.train_steps,
-        "iterations_per_hour": {},
-        "stages": {},
-    }
-    b, c = opts.train_batch, opts.train_crop
-    for stage in STAGES:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            # Built on the CPU, then moved: compressai's GDN does not build under a CUDA
-            # default device. The loss makes its own tensors on x.device.
-            model = build_model(stage, config).to(device, memory_format=torch.channels_last)
-            model.train()
-            opt, *params = make_optimizer(model, trainable(model, stage), 1e-4)
-            if stage == "human":
-                model.machine.eval()
-            x = torch.rand(b, 3, c, c).to(device, memory_format=torch.channels_last)
-            mask = (torch.rand(b, 1, c, c) < 0.15).float().to(device)
-
-            step = partial(_train_step, model, opt, stage, x, mask, params, config)
-            mem: dict[str, Any] = {}
-            with peak_memory(device, mem):
-                seconds = timed(step, opts.train_steps, device)
-        out["iterations_per_hour"][stage] = finite(3600 / seconds, 1)
-        out["stages"][stage] = {"seconds_per_step": finite(seconds), **mem}
-    return out
 
 
 # --------------------------------------------------------------------------- one device

@@ -21,7 +21,6 @@ COMPRESSAI_NOTE = (
 )
 WARM_PHASES = ("encode_machine", "encode_both", "decode_machine", "decode_human")
 COLD_PHASES = ("encode", "decode_machine", "decode_human")
-STAGES = ("machine", "human", "joint", "baseline")
 MB = 1 << 20
 
 Log = Callable[[str], None]
@@ -51,6 +50,7 @@ class BenchOptions:
     train_steps: int = 3
     train_batch: int = 8
     train_crop: int = 256
+    train_precisions: tuple[str, ...] = ("fp32", "bf16")
 
 
 # --------------------------------------------------------------------------- inputs

@@ -99,10 +99,7 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"compressai skipped: {cai.get('skipped')}")
         train = dev.get("train")
         if train:
-            its = ", ".join(f"{k} {v:,.0f}" for k, v in train["iterations_per_hour"].items())
-            lines.append(
-                f"training iterations/hour (batch {train['batch']} x {train['crop']}^2): {its}"
-            )
+            lines += _training_lines(train)
     cold_cli = report.get("cold_cli")
     if cold_cli:
         lines += [
@@ -115,6 +112,22 @@ def format_report(report: dict[str, Any]) -> str:
     for note in report["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _training_lines(train: dict[str, Any]) -> list[str]:
+    """Crops/s of every stage in each precision, and bf16's speed-up."""
+    lines = [
+        f"training (batch {train['batch']} x {train['crop']}^2, {train['threads']} threads, "
+        f"native bf16: {'yes' if train['native_bf16'] else 'no'}, "
+        f"default {train['default_precision']}), crops/s:"
+    ]
+    for precision, stages in train["precisions"].items():
+        speeds = ", ".join(f"{k} {v['crops_per_s']:.2f}" for k, v in stages.items())
+        lines.append(f"  {precision}: {speeds}")
+    if "bf16_speedup" in train:
+        ratios = ", ".join(f"{k} {v:.2f}x" for k, v in train["bf16_speedup"].items())
+        lines.append(f"  bf16 speed-up (fp32 s / bf16 s): {ratios}")
+    return lines
 
 
 def to_json(report: dict[str, Any]) -> str:

@@ -1,0 +1,61 @@
+"""The ``export`` command: a training checkpoint as shipped weights. torch and the training
+modules load inside the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fusioncodec.cli.common import CliError, force_option, show
+from fusioncodec.messages import error_reason
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--kind", type=click.Choice(["scalable", "baseline"]), required=True)
+@click.option("--name", required=True, help="Model name; writes NAME.safetensors and NAME.json.")
+@click.option("--out", "out_dir", default=None, metavar="DIR", help="Default: the models folder.")
+@click.option("--results", multiple=True, metavar="JSON", help="Measured results for the card.")
+@click.option("--notes", default="", help="Free text for the model card.")
+@force_option
+def export_command(
+    checkpoint: str,
+    kind: str,
+    name: str,
+    out_dir: str | None,
+    results: tuple[str, ...],
+    notes: str,
+    force: bool,
+) -> None:
+    """Export a training CHECKPOINT as shipped weights (fp16 safetensors + model card).
+
+    Given a .safetensors weight file instead, re-export it in the current format (its card
+    kept, renamed): this converts weights made before the integer entropy networks.
+    """
+    from fusioncodec.train.export import convert_weights, export_checkpoint, load_results
+    from fusioncodec.weights import models_dir
+
+    folder = Path(out_dir) if out_dir else models_dir()
+    target = folder / f"{name}.safetensors"
+    if target.exists() and not force:
+        raise CliError(f"{show(target)} exists (use --force to replace it)")
+    if not Path(checkpoint).is_file():
+        raise CliError(f"checkpoint not found: {show(checkpoint)}")
+    try:
+        if checkpoint.endswith(".safetensors"):
+            if Path(checkpoint).resolve() == target.resolve():
+                raise CliError("the converted weights need another name than the source")
+            path, identity = convert_weights(Path(checkpoint), kind, name, folder, notes)
+        else:
+            path, identity = export_checkpoint(
+                Path(checkpoint),
+                kind,
+                name,
+                folder,
+                load_results([Path(r) for r in results]),
+                notes,
+            )
+    except (KeyError, RuntimeError, ValueError, OSError) as exc:
+        raise CliError(f"cannot export {show(checkpoint)}: {error_reason(exc)}") from None
+    click.echo(f"wrote {path} (identity {identity.hex()})", err=True)
