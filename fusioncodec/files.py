@@ -24,6 +24,7 @@ __all__ = [
     "is_image",
     "list_images",
     "shared_dir",
+    "sweep_temporaries",
     "write_atomic",
 ]
 
@@ -41,29 +42,90 @@ def _umask() -> int:
     return mask
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or no such call here: assume alive
+        return True
+    return True
+
+
+def sweep_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries of ``path`` left by writers that are no longer running (a
+    SIGKILL between writing and publishing); returns what was removed. Temporaries are named
+    ``.NAME.PID-RANDOM.tmp``; those of running processes are kept."""
+    removed = []
+    prefix = _temporary_prefix(path)
+    with suppress(OSError):
+        for entry in os.scandir(path.parent):
+            rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+            pid, dash, _ = rest.partition("-")
+            if rest.endswith(".tmp") and dash and pid.isdigit() and not _alive(int(pid)):
+                with suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if ``path`` does not exist (FileExistsError if it does),
+    in one step: a hard link, which fails on an existing name (or, where the file system has
+    no hard links, an exclusive create of the name followed by the rename)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some network and FUSE file systems)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.replace(tmp, path)
+    else:
+        os.unlink(tmp)
+
+
 @contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block
+def atomic_file(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to, published as ``path`` when the block
     ends without an exception, removed when it does not. The file appears whole or not at
-    all (also on Ctrl-C or SIGKILL), with the usual permissions (0666 less the umask)."""
+    all (also on Ctrl-C or SIGKILL: the next write of the same path removes the temporary
+    left behind), with the usual permissions (0666 less the umask).
+
+    ``replace=False``: FileExistsError if ``path`` exists when the file is published, even
+    when another process created it meanwhile (nothing is overwritten). A ``path`` that is
+    a symbolic link is followed: the file it points to is written, the link stays (as
+    ``cp`` does).
+    """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    sweep_temporaries(path)
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{_temporary_prefix(path)}{os.getpid()}-", suffix=".tmp"
+    )
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
         raise
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> None:
+def write_atomic(path: str | Path, data: bytes | str, *, replace: bool = True) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` through :func:`atomic_file`; OSError as
-    raised by the system."""
-    with atomic_file(path) as tmp:
+    raised by the system (FileExistsError: ``path`` exists and ``replace`` is False)."""
+    with atomic_file(path, replace=replace) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 

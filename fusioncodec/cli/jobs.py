@@ -153,7 +153,10 @@ def write_output(job: Job, data: bytes, force: bool) -> None:
         return
     check_writable(job, force)
     with errors(job.out_name):
-        write_atomic(job.output, data)
+        try:
+            write_atomic(job.output, data, replace=force)
+        except FileExistsError:  # created by someone else while this job ran
+            raise FileError(f"{job.out_name}: already exists (use --force to overwrite)") from None
 
 
 # --------------------------------------------------------------------------- batch runner
