@@ -6,7 +6,7 @@ Standard library only: :mod:`fusioncodec.cli` imports this at start-up, and libr
 
 from __future__ import annotations
 
-__all__ = ["error_reason", "one_line", "shown_path"]
+__all__ = ["error_reason", "one_line", "printable", "shown_path"]
 
 
 def one_line(text: str) -> str:
@@ -29,3 +29,11 @@ def shown_path(path: object) -> str:
     would break the line (newlines, escapes)."""
     text = str(path)
     return text if text.isprintable() else ascii(text)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (newlines, NUL, ANSI escapes,
+    bidirectional overrides) written as a Python escape; other characters kept."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

@@ -81,11 +81,16 @@ def read_card(path: Path) -> dict:
     """The model card stored in a weight file's metadata (reads only the header)."""
     from safetensors import safe_open
 
+    from fusioncodec.sources import NotRegularFile, regular_file
+
     try:
+        regular_file(path)  # a FIFO would block, a device never end
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except FileNotFoundError:
         raise WeightsError(f"weights not found: {path}") from None
+    except NotRegularFile as exc:
+        raise WeightsError(f"weights {exc}") from None
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsError(f"not a safetensors weight file: {path} ({reason})") from None

@@ -18,8 +18,10 @@ modules inside the function body, and add it below (or to :data:`LAZY_COMMANDS`)
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -76,9 +78,19 @@ class FcodecGroup(click.Group):
                 formatter.write_dl(sorted(rows))
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        """click's main, with one-line usage errors (exit 2) and exit 130 on Ctrl-C."""
+        """click's main, with one-line usage errors (exit 2) and exit 130 on Ctrl-C, however
+        the interrupt surfaces (a library may turn it into an error of its own)."""
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        with _interrupts_noted() as interrupted:
+            try:
+                return self._main(interrupted, *args, **kwargs)
+            except Exception:
+                if not interrupted():
+                    raise
+                _exit_interrupted()
+
+    def _main(self, interrupted: Callable[[], bool], *args: Any, **kwargs: Any) -> Any:
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
@@ -91,11 +103,12 @@ class FcodecGroup(click.Group):
             click.echo(f"fcodec: error: {message} (see '{where} --help')", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
+            if not interrupted():  # else what the interrupt broke: reported as the interrupt
+                exc.show()
+                sys.exit(exc.exit_code)
+            _exit_interrupted()
         except click.Abort:  # Ctrl-C (outputs are written atomically: nothing half-written)
-            click.echo("fcodec: interrupted", err=True)
-            sys.exit(130)
+            _exit_interrupted()
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(N) returns N here
@@ -107,6 +120,32 @@ class FcodecGroup(click.Group):
             raise  # click's main() handles EPIPE quietly
         except (ValueError, OSError) as exc:
             raise CliError(error_reason(exc)) from None
+
+
+def _exit_interrupted() -> None:
+    click.echo("fcodec: interrupted", err=True)
+    sys.exit(130)
+
+
+@contextmanager
+def _interrupts_noted() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also noted, so that it still exits 130
+    when torch or safetensors turn it into an error of their own; yields ``interrupted()``."""
+    noted: list[int] = []
+
+    def on_interrupt(signum: int, _frame: object) -> None:
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(noted)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @click.group(cls=FcodecGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -40,11 +40,13 @@ from fusioncodec.cli.jobs import (
     check_writable,
     image_format,
     plan_outputs,
+    read_coded,
     read_input,
     run_jobs,
     write_output,
 )
 from fusioncodec.container import LAYER_KINDS, Container
+from fusioncodec.messages import printable
 
 
 def container_stats(container: Container) -> dict[str, Any]:
@@ -200,16 +202,14 @@ def decode(
 
     def work(job: Job) -> dict[str, Any]:
         check_writable(job, force)
-        data = read_input(job.source)
-        with errors(job.name):
-            container = Container.from_bytes(data)
+        container = read_coded(job.source)
         if layer not in container.kinds:
             raise FileError(
                 f"{job.name}: has no {layer} layer (machine-only file); use --layer machine"
             )
         codec = get_codec()
         with errors(job.name):
-            image = codec.decode(data, layer)
+            image = codec.decode(container, layer)
         buffer = io.BytesIO()
         with errors(job.out_name):
             image.save(buffer, format=formats[job.output])
@@ -239,9 +239,7 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
     for source in inputs:
         name = show(source)
         try:
-            data = read_input(source)
-            with errors(name):
-                stats = container_stats(Container.from_bytes(data))
+            stats = container_stats(read_coded(source))
         except FileError as exc:
             if len(inputs) == 1 and not as_json:
                 raise
@@ -257,7 +255,7 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
             f"{name}: {stats['width']}x{stats['height']}, {stats['bytes']} bytes, "
             f"{stats['bpp']:.4f} bpp"
         )
-        click.echo(f"  model    {stats['model']} (hash {stats['model_hash']})")
+        click.echo(f"  model    {printable(stats['model'])} (hash {stats['model_hash']})")
         click.echo(f"  m        {stats['m']}")
         click.echo(f"  header   {stats['header_bytes']} bytes")
         for layer in stats["layers"]:
@@ -280,9 +278,9 @@ def strip(source: str, output: str, force: bool, as_json: bool) -> None:
     """Drop the human layer without re-encoding; machine-layer bytes stay identical (no torch)."""
     (job,) = plan_outputs([source], output, lambda stem: f"{stem}.fcb", as_json=as_json)
     check_writable(job, force)
-    data = read_input(source)
+    container = read_coded(source)
+    size_before = container_stats(container)["bytes"]
     with errors(job.name):
-        container = Container.from_bytes(data)
         stripped = container.without_human().to_bytes()
     write_output(job, stripped, force)
     pixels = container.width * container.height
@@ -293,7 +291,7 @@ def strip(source: str, output: str, force: bool, as_json: bool) -> None:
             "output": job.out_name,
             "ok": True,
             "removed_human": had_human,
-            "bytes_before": len(data),
+            "bytes_before": size_before,
             "bytes": len(stripped),
             "bpp": bpp(len(stripped), pixels),
         }
@@ -301,7 +299,7 @@ def strip(source: str, output: str, force: bool, as_json: bool) -> None:
     elif had_human:
         note(
             f"{job.name} -> {job.out_name}: dropped the human layer, "
-            f"{len(data)} -> {len(stripped)} bytes ({bpp(len(stripped), pixels):.3f} bpp)"
+            f"{size_before} -> {len(stripped)} bytes ({bpp(len(stripped), pixels):.3f} bpp)"
         )
     else:
         note(f"fcodec: {job.name} has no human layer; written unchanged to {job.out_name}")

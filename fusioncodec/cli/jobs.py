@@ -20,9 +20,10 @@ from typing import Any, BinaryIO
 import click
 
 from fusioncodec.cli.common import STDIO, CliError, FileError, errors, show, verbosity
-from fusioncodec.container import MAX_PIXELS, MAX_SIDE
+from fusioncodec.container import MAX_PIXELS, MAX_SIDE, Container
 from fusioncodec.files import write_atomic
 from fusioncodec.messages import error_reason
+from fusioncodec.sources import read_container, read_container_file, regular_file
 
 
 @dataclass(frozen=True)
@@ -122,20 +123,39 @@ def _binary_stream(name: str) -> BinaryIO:
     return getattr(stream, "buffer", stream)
 
 
+def _stdin() -> BinaryIO:
+    stream = _binary_stream("stdin")
+    if stream.isatty():
+        raise FileError("refusing to read binary data from a terminal; pipe a file in")
+    return stream
+
+
+def _empty(source: str) -> FileError:
+    return FileError(f"{show(source)}: empty {'input' if source == STDIO else 'file'}")
+
+
 def read_input(source: str) -> bytes:
-    """All bytes of a file or of stdin (``-``); FileError if unreadable or empty."""
-    name = show(source)
-    with errors(name):
-        if source == STDIO:
-            stream = _binary_stream("stdin")
-            if stream.isatty():
-                raise FileError("refusing to read binary data from a terminal; pipe a file in")
-            data = stream.read()
-        else:
-            data = Path(source).read_bytes()
+    """All bytes of a regular file or of stdin (``-``); FileError if unreadable or empty."""
+    with errors(show(source)):
+        data = _stdin().read() if source == STDIO else regular_file(source).read_bytes()
     if not data:
-        raise FileError(f"{name}: empty {'input' if source == STDIO else 'file'}")
+        raise _empty(source)
     return data
+
+
+def read_coded(source: str) -> Container:
+    """The ``.fcb`` file at ``source`` (or stdin), parsed and verified, read no further than
+    its header declares; FileError if unreadable, empty or not a valid ``.fcb`` file."""
+    with errors(show(source)):
+        if source == STDIO:
+            stream = _stdin()
+            start = stream.read(1)
+            if not start:
+                raise _empty(source)
+            return read_container(stream, start)
+        if regular_file(source).stat().st_size == 0:
+            raise _empty(source)
+        return read_container_file(source)
 
 
 def check_writable(job: Job, force: bool) -> None:
