@@ -66,6 +66,10 @@ def load(weights: str | PathLike | None = None, device: str = "auto") -> Codec:
     Raises :class:`WeightsError` (missing or invalid weights) or :class:`ArgumentError`
     (unknown or unavailable device).
     """
+    if weights is not None and not isinstance(weights, str | PathLike):
+        raise ArgumentError(f"weights must be a path or None, got {type(weights).__name__}")
+    if not isinstance(device, str):
+        raise ArgumentError(f"device must be 'cpu', 'cuda' or 'auto', got {type(device).__name__}")
     return _cached(None if weights is None else str(weights), device)
 
 

@@ -17,7 +17,6 @@ import os
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -26,7 +25,6 @@ from PIL import Image
 from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
 from fusioncodec.image import (
-    open_picture,
     padded,
     pixel_reader,
     pixel_writer,
@@ -36,10 +34,16 @@ from fusioncodec.image import (
 from fusioncodec.nets import STRIDE, ScalableCodec
 from fusioncodec.nets.tiling import for_tiles, run_tiled
 from fusioncodec.payload import decode_payload, encode_payload, layer_binding
+from fusioncodec.sources import (
+    FcbSource,
+    ImageSource,
+    check_size,
+    read_fcb,
+    read_image,
+)
 from fusioncodec.weights import LoadedModel, WeightsError, load
 
 DEFAULT_QUALITY = 4.0
-MAX_CODEC_PIXELS = 100_000_000  # tiled: under 3 GB at the peak (results/large-picture)
 Y_STRIDE = STRIDE // 4  # pixels per latent (y) position
 # The float transforms run in tiles of 64 x 64 latent positions (1024 px) grown by 4 on each
 # side (their receptive field is under 2): a picture up to 1024 px is one call, as before.
@@ -63,18 +67,11 @@ def return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
 
 
-def check_size(width: int, height: int) -> None:
-    """Refuse images whose transforms would not fit in memory (before allocating)."""
-    if width * height > MAX_CODEC_PIXELS:
-        raise ArgumentError(
-            f"image of {width}x{height} is too large to code "
-            f"(at most {MAX_CODEC_PIXELS // 1_000_000} megapixels)"
-        )
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if isinstance(device, torch.device):
         return device
+    if not isinstance(device, str):
+        raise ArgumentError(f"device must be 'cpu', 'cuda' or 'auto', got {type(device).__name__}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda"):
@@ -82,54 +79,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ArgumentError("device 'cuda' asked for, but torch sees no CUDA device")
     return torch.device(device)
-
-
-ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
-"""A picture: a PIL image, a path, encoded image bytes (PNG, JPEG, ...) or a binary file."""
-FcbSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO | Container
-"""An ``.fcb`` file: its bytes, a path, a binary file object or a parsed :class:`Container`."""
-
-
-def _encoded(source: ImageSource) -> bool:
-    """Whether ``source`` is an encoded picture (path, bytes or file), not a PIL image."""
-    return isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)) or hasattr(
-        source, "read"
-    )
-
-
-def image_size(source: ImageSource) -> tuple[int, int]:
-    """Width and height of a picture, from its header (or a PIL image's ``size``); raises
-    as :func:`read_image` does for an unreadable or too large picture."""
-    if not _encoded(source):
-        return source.size
-    with open_picture(source, MAX_CODEC_PIXELS) as image:
-        return image.size
-
-
-def read_image(source: ImageSource) -> Image.Image:
-    """The picture ``source`` stands for, fully read.
-
-    :class:`ImageError` if Pillow cannot read it, :class:`ArgumentError` if it is over
-    :data:`MAX_CODEC_PIXELS`; a PIL image is returned as it is.
-    """
-    if not _encoded(source):
-        return source  # a PIL image (or an object that behaves as one)
-    with open_picture(source, MAX_CODEC_PIXELS) as image:
-        image.load()
-        return image
-
-
-def read_fcb(source: FcbSource) -> bytes | Container:
-    """The bytes (or container) of an ``.fcb`` file given as bytes, path or file object."""
-    if isinstance(source, (Container, bytes)):
-        return source
-    if isinstance(source, (bytearray, memoryview)):
-        return bytes(source)
-    if isinstance(source, (str, os.PathLike)):
-        return Path(source).read_bytes()
-    if hasattr(source, "read"):
-        return source.read()
-    raise ArgumentError(f"not an .fcb source: {type(source).__name__} (bytes, path or file)")
 
 
 def checked_quality(quality: float, levels: int, what: str = "quality") -> float:
@@ -245,7 +194,8 @@ class Codec:
         a path, bytes or a file rather than a PIL image, the codec frees the decoded picture
         as soon as it has its pixels (100 MP: 0.4 GB less at the peak).
         """
-        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+        layers = (layers,) if isinstance(layers, str) else layers
+        layers = tuple(layers) if isinstance(layers, (tuple, list)) else layers
         if layers not in (("machine",), ("machine", "human")):
             raise ArgumentError(
                 f"layers must be ('machine',) or ('machine', 'human'), got {layers!r}"

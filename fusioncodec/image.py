@@ -112,7 +112,11 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
             top = 1.0
         grey = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    if mode in ("P", "PA", "La", "RGBa") or "transparency" in image.info:
+    if mode == "La":  # premultiplied grey: over white, L + (255 - alpha)
+        grey, alpha = (np.asarray(band, dtype=np.int16) for band in image.split())
+        over_white = np.clip(grey + 255 - alpha, 0, 255).astype(np.uint8)
+        return np.repeat(over_white[..., None], 3, axis=2)
+    if mode in ("P", "PA", "RGBa") or "transparency" in image.info:
         image = image.convert("RGBA")  # palette alpha, colour keys, premultiplied alpha
     elif mode not in ("RGB", "RGBA", "L", "LA"):
         image = image.convert("RGB")

@@ -429,7 +429,7 @@ def test_decompression_bomb(work: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     ok(run(["encode", work / "a.png", "-o", work / "fine.fcb"]))  # 1200 pixels
-    monkeypatch.setattr(fusioncodec.codec, "MAX_CODEC_PIXELS", 1000)
+    monkeypatch.setattr(fusioncodec.sources, "MAX_CODEC_PIXELS", 1000)
     for stem in ("a", "b"):  # 1200 pixels: Pillow warns; 3072: Pillow refuses
         res = run(["encode", work / f"{stem}.png", "-o", work / "bomb.fcb"])
         assert_one_line_error(res, "image too large")

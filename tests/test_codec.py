@@ -480,12 +480,12 @@ def test_public_api_bad_device(tiny_weights):
 
 
 def test_too_large_images_are_refused_before_allocating(tiny_codec):
-    from fusioncodec.codec import MAX_CODEC_PIXELS
     from fusioncodec.container import Container, Layer
+    from fusioncodec.sources import MAX_CODEC_PIXELS
 
-    # Only .size is read before the refusal, so a stand-in avoids allocating 100 MP here.
+    # A 1-bit picture: 100 MP in 12.5 MB; only its size is read before the refusal.
     rows = MAX_CODEC_PIXELS // 20_000 + 1
-    big = type("Big", (), {"size": (20_000, rows)})()
+    big = Image.new("1", (20_000, rows))
     with pytest.raises(ValueError, match="too large"):
         tiny_codec.encode(big)
     container = Container(

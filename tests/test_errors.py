@@ -161,10 +161,68 @@ def test_unreadable_pictures_raise_image_error(tiny_codec, tmp_path, monkeypatch
         tiny_codec.encode(tmp_path / "missing.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
     assert Container.from_bytes(tiny_codec.encode(picture)).width == 40  # 960 px: ours apply
-    monkeypatch.setattr(fusioncodec.codec, "MAX_CODEC_PIXELS", 500)
+    monkeypatch.setattr(fusioncodec.sources, "MAX_CODEC_PIXELS", 500)
     for source in (picture, whole):
         with pytest.raises(ArgumentError, match="image too large"):
             tiny_codec.encode(source)
         with pytest.raises(ArgumentError, match="image too large"):
-            fusioncodec.codec.image_size(source)
+            fusioncodec.sources.image_size(source)
     assert Image.MAX_IMAGE_PIXELS == 10
+
+
+def _truncated_jpeg(tmp_path) -> Image.Image:
+    import io
+
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 48), 60).convert("RGB").save(buffer, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return Image.open(path)  # lazily: the damage shows when the pixels are read
+
+
+def _text_file(tmp_path, mode: str):
+    path = tmp_path / "text.txt"
+    path.write_bytes("plain text, not an .fcb file: é".encode() + b"\xff")
+    return open(path, mode)  # noqa: SIM115 - closed by the test
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "needle"),
+    [
+        (lambda c, t: c.encode(None), ArgumentError, "image must be"),
+        (lambda c, t: c.encode(1), ArgumentError, "got int"),
+        (lambda c, t: c.encode([]), ArgumentError, "got list"),
+        (lambda c, t: c.encode({}), ArgumentError, "got dict"),
+        (lambda c, t: c.encode(__import__("numpy").zeros((4, 4, 2))), ArgumentError, "uint8"),
+        (lambda c, t: c.encode(Image.new("L", (8, 8)), layers=None), ArgumentError, "layers"),
+        (lambda c, t: c.encode(Image.new("L", (8, 8)), layers=5), ArgumentError, "layers"),
+        (lambda c, t: c.encode(Image.new("RGB", (32769, 1))), ArgumentError, "32768"),
+        (lambda c, t: c.encode(_truncated_jpeg(t)), ImageError, "truncated"),
+        (lambda c, t: fusioncodec.load(device=["cpu"]), ArgumentError, "device must be"),
+        (lambda c, t: fusioncodec.load(weights=3), ArgumentError, "weights must be"),
+        (lambda c, t: c.decode(__import__("io").StringIO("abc")), ArgumentError, "binary"),
+        (lambda c, t: c.decode(_text_file(t, "r")), ArgumentError, "binary"),
+        (lambda c, t: c.decode(b"FCB\0\1\2".decode("latin-1")), ArgumentError, "NUL"),
+        (lambda c, t: c.decode(3.5), ArgumentError, "not an .fcb source"),
+        (lambda c, t: c.decode(_text_file(t, "rb")), FormatError, ""),
+    ],
+)
+def test_every_wrong_value_at_a_public_door_is_a_one_line_error(
+    no_work, tmp_path, call, error, needle
+):
+    """A table of what users have passed by mistake: each is a one-line FusionCodecError,
+    raised before any coding work."""
+    with pytest.raises(error) as caught:
+        call(no_work, tmp_path)
+    assert isinstance(caught.value, FusionCodecError)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_arrays_and_premultiplied_grey_are_pictures(tiny_codec):
+    import numpy as np
+
+    rgb = np.full((30, 40, 3), (10, 200, 90), np.uint8)
+    assert tiny_codec.encode(rgb) == tiny_codec.encode(Image.fromarray(rgb))
+    grey = Image.merge("La", [Image.new("L", (40, 30), 60), Image.new("L", (40, 30), 128)])
+    over_white = Image.new("RGB", (40, 30), (187,) * 3)  # 60 + 255 - 128
+    assert tiny_codec.encode(grey) == tiny_codec.encode(over_white)

@@ -240,7 +240,7 @@ def run_jobs(
 def check_image(data: bytes, name: str) -> None:
     """FileError unless Pillow can open ``data`` (its header) and the picture fits a .fcb file;
     a cheap check before the model loads (damage further in is found while coding)."""
-    from fusioncodec.codec import image_size
+    from fusioncodec.sources import image_size
 
     with errors(name):
         width, height = image_size(data)
