@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fusioncodec.container import MAX_NAME_BYTES
 from fusioncodec.errors import WeightsError
 from fusioncodec.nets import MODEL_KINDS, CodecConfig
 
@@ -27,6 +28,8 @@ ENTROPY_PARAMETERS = (
     "power-of-two scale per output channel; identical on every device)"
 )
 DEFAULT_NAME = "fusioncodec-default"
+MAX_CARD_BYTES = 1 << 20  # the shipped cards are about 20 KB
+MAX_CARD_DEPTH = 32
 
 
 
@@ -96,10 +99,15 @@ def read_card(path: Path) -> dict:
         raise WeightsError(f"not a safetensors weight file: {path} ({reason})") from None
     if "fusioncodec" not in meta:
         raise WeightsError(f"{path} has no fusioncodec model card in its metadata")
-    try:
-        card = json.loads(meta["fusioncodec"])
-    except json.JSONDecodeError:
+    text = meta["fusioncodec"]
+    if len(text) > MAX_CARD_BYTES:
+        raise WeightsError(f"{path} has a model card of {len(text)} bytes, over {MAX_CARD_BYTES}")
+    try:  # RecursionError: nested too deep for the parser; ValueError: a huge integer
+        card = json.loads(text)
+    except (ValueError, RecursionError):
         raise WeightsError(f"{path} has an unreadable model card") from None
+    if _depth(card) > MAX_CARD_DEPTH:
+        raise WeightsError(f"{path} has a model card nested deeper than {MAX_CARD_DEPTH} levels")
     if not isinstance(card, dict) or not {"name", "kind", "config"} <= card.keys():
         raise WeightsError(f"{path} has an incomplete model card (needs name, kind, config)")
     problem = card_problem(card)
@@ -120,10 +128,28 @@ _CONFIG_RANGES = {
 }
 
 
+def _depth(value: object) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def card_problem(card: dict) -> str | None:
     """What is wrong with a model card's fields (types and ranges), or None."""
     if not isinstance(card["name"], str):
         return "name must be a string"
+    try:
+        name_bytes = len(card["name"].encode("utf-8"))
+    except UnicodeEncodeError:
+        return "name must be valid Unicode text"
+    if not 1 <= name_bytes <= MAX_NAME_BYTES:  # it goes into every file's header
+        return f"name must be 1..{MAX_NAME_BYTES} UTF-8 bytes, got {name_bytes}"
     if card["kind"] not in KINDS:
         return f"unknown model kind {card['kind']!r} (expected one of {', '.join(KINDS)})"
     config = card["config"]
@@ -170,11 +196,17 @@ def load(
             "weights=PATH, or set FUSIONCODEC_MODELS to the folder of the shipped ones)"
         )
     card = read_card(path)
+    config = CodecConfig.from_dict(card["config"])
+    problem = declared_shapes_problem(path, card["kind"], config)  # before building anything
+    if problem:
+        raise WeightsError(f"{path} does not match its model card ({problem})")
     try:
-        model = build(card["kind"], CodecConfig.from_dict(card["config"]))
-        state = {
-            k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()
-        }
+        stored = load_file(str(path))
+        problem = tensors_problem(stored)
+        if problem:
+            raise WeightsError(f"{path} holds invalid weights: {problem}")
+        model = build(card["kind"], config)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
         load_state(model, state, strict=True)
     except WeightsError:
         raise
@@ -190,6 +222,56 @@ def load(
             "'fcodec export WEIGHTS --kind KIND --name NEW'"
         )
     return LoadedModel(model.eval(), card, identity_of(path))
+
+
+def _declared_shapes(kind: str, c: CodecConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors that size a model of this card: a file whose card declares a
+    larger model than its tensors is refused before the model is built."""
+    y, hc = c.slices * 64, c.hyper_channels
+    one = {
+        "g_a.0.weight": (c.n, 3, 5, 5),
+        "g_a.6.weight": (y, c.n, 5, 5),
+        "g_s.0.weight": (y, c.n, 5, 5),
+        "latent.h_a.0.weight": (hc, y, 3, 3),
+        "latent.h_a.4.weight": (c.z_channels, hc, 5, 5),
+        "latent.gain.log_gain": (c.levels, y),
+    }
+    if kind == "baseline":
+        return one
+    return {f"machine.{k}": v for k, v in one.items()} | {
+        "additional.g_a.6.weight": (c.m * 64, c.n, 5, 5),
+        "additional.latent.gain.log_gain": (c.levels, c.m * 64),
+        "human.g_s.0.weight": (y, c.n, 5, 5),
+    }
+
+
+def declared_shapes_problem(path: Path, kind: str, config: CodecConfig) -> str | None:
+    """Whether the file's tensors have the shapes its card declares (header only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        present = set(f.keys())
+        for key, shape in _declared_shapes(kind, config).items():
+            if key not in present:
+                return f"no tensor {key}"
+            found = tuple(f.get_slice(key).get_shape())
+            if found != shape:
+                sizes = ("x".join(map(str, s)) for s in (found, shape))
+                return "{} is {}, the card says {}".format(key, *sizes)
+    return None
+
+
+def tensors_problem(state: dict[str, torch.Tensor]) -> str | None:
+    """Non-finite float weights, or integer tensors outside the bounds of docs/FORMAT.md."""
+    from fusioncodec.nets.exact import integer_problem
+
+    for key, tensor in state.items():
+        if tensor.is_floating_point():
+            if not bool(torch.isfinite(tensor).all()):
+                return f"{key} holds NaN or infinite values"
+        elif problem := integer_problem(key, tensor):
+            return problem
+    return None
 
 
 def table_problem(model: nn.Module) -> str | None:

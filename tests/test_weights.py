@@ -409,3 +409,78 @@ def test_tampered_entropy_tables_are_blamed_on_the_weights(exported, tmp_path, t
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(WeightsError, match=rf"{path.name} has invalid entropy tables"):
         load(path)
+
+
+def _rewritten(exported: dict, path: Path, tensors=None, meta: str | None = None) -> Path:
+    """The exported file with some tensors replaced (``tensors``: key -> tensor or callable
+    of the stored tensor) or another card text (``meta``)."""
+    with safe_open(str(exported["path"]), framework="pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = f.metadata()
+    for key, value in (tensors or {}).items():
+        stored[key] = value(stored[key]) if callable(value) else value
+    if meta is not None:
+        metadata = {"fusioncodec": meta}
+    save_file(stored, str(path), metadata=metadata)
+    return path
+
+
+def _set(index: tuple, value: int):  # noqa: ANN202
+    def change(t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        t[index] = value
+        return t
+
+    return change
+
+
+H_S = "machine.latent.h_s.0."
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        ({H_S + "weight_int": _set((0, 0, 0, 0), 32767)}, "beyond +-16383"),
+        ({H_S + "weight_shift": _set((0,), -128)}, "beyond +-40"),
+        ({H_S + "bias_int": _set((0,), 1 << 62)}, "beyond +-1125899906842624"),
+        ({H_S + "weight_int": lambda t: t.long() + 65536}, "is torch.int64, not torch.int16"),
+        ({H_S + "weight_shift": lambda t: t[:-1]}, "size mismatch"),
+        ({"human.g_s.0.weight": _set((0, 0, 0, 0), float("nan"))}, "NaN or infinite"),
+        ({"machine.g_a.0.bias": _set((0,), float("inf"))}, "NaN or infinite"),
+    ],
+)
+def test_weights_outside_the_format_bounds_are_refused(exported, tmp_path, tensors, message):
+    """The exactness guarantee rests on these bounds; a NaN weight gave black pictures."""
+    path = _rewritten(exported, tmp_path / "bad.safetensors", tensors)
+    with pytest.raises(WeightsError, match=message.replace("+", r"\+")):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        (lambda c: json.dumps(c | {"name": "n" * 300}), "name must be 1..255 UTF-8 bytes"),
+        (lambda c: json.dumps(c).replace('"weights-test"', '"\\ud800"'), "valid Unicode"),
+        (lambda c: "[" * 100_000 + "]" * 100_000, "unreadable model card"),
+        (lambda c: json.dumps(c)[:-1] + ', "deep": ' + "[" * 40 + "]" * 40 + "}", "nested deeper"),
+        (lambda c: json.dumps(c)[:-1] + ', "big": ' + "9" * 5001 + "}", "unreadable model card"),
+        (lambda c: json.dumps(c | {"notes": "x" * (1 << 20)}), "over 1048576"),
+    ],
+)
+def test_bad_cards_are_refused_at_load(exported, tmp_path, meta, message):
+    path = _rewritten(exported, tmp_path / "card.safetensors", meta=meta(exported_card()))
+    with pytest.raises(WeightsError, match=message) as info:
+        read_card(path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_card_larger_than_its_tensors_is_refused_before_building(
+    exported, tmp_path, monkeypatch
+):
+    import fusioncodec.weights as weights
+
+    big = exported_card() | {"config": CONFIG.to_dict() | {"n": 512, "hyper_channels": 512}}
+    path = _rewritten(exported, tmp_path / "big.safetensors", meta=json.dumps(big))
+    monkeypatch.setattr(weights, "build", lambda *a: pytest.fail("built before checking"))
+    with pytest.raises(WeightsError, match="g_a.0.weight is 8x3x5x5, the card says 512x3x5x5"):
+        load(path)

@@ -44,6 +44,25 @@ _TANH_STEP_BITS = 7  # table step 2**-7 over [0, 8]
 _TANH_FRAC = 30
 _TANH_ENTRIES = (8 << _TANH_STEP_BITS) + 1
 _INT_KEYS = ("weight_int", "weight_shift", "bias_int")
+# What a weight file may hold in each integer tensor: the bounds the exactness rests on.
+INTEGER_BOUNDS = {
+    "weight_int": (torch.int16, WEIGHT_LIMIT),
+    "weight_shift": (torch.int8, MAX_SHIFT),
+    "bias_int": (torch.int64, int(BIAS_LIMIT)),
+}
+
+
+def integer_problem(key: str, tensor: Tensor) -> str | None:
+    """What is wrong with a stored integer tensor (dtype, range), or None; other keys: None."""
+    bounds = INTEGER_BOUNDS.get(key.rpartition(".")[2])
+    if bounds is None:
+        return None
+    dtype, limit = bounds
+    if tensor.dtype != dtype:
+        return f"{key} is {tensor.dtype}, not {dtype}"
+    if tensor.numel() and not -limit <= int(tensor.min()) <= int(tensor.max()) <= limit:
+        return f"{key} holds values beyond +-{limit} ({int(tensor.min())}..{int(tensor.max())})"
+    return None
 
 
 def to_fixed(x: Tensor) -> Tensor:
@@ -134,6 +153,11 @@ class ExactConvMixin:
             else:
                 setattr(self, key, torch.empty_like(stored, dtype=getattr(self, key).dtype))
         w_int = state_dict[prefix + "weight_int"]
+        if w_int.numel():  # integer buffers take the stored shapes: they must be the layer's
+            out = self.weight.shape[self._out_dim]
+            shapes = [tuple(state_dict[prefix + k].shape) for k in _INT_KEYS]
+            if shapes != [tuple(self.weight.shape), (out,), (out,)]:
+                raise RuntimeError(f"size mismatch for the integer weights of {prefix}: {shapes}")
         if prefix + "weight" not in state_dict and w_int.numel():
             w, b = self._float_values(
                 w_int, state_dict[prefix + "weight_shift"], state_dict[prefix + "bias_int"]
