@@ -411,8 +411,8 @@ def test_other_model_and_misc_errors(work: Path, tiny_weights: Path, other_weigh
     assert_one_line_error(run(["encode", "-"], tiny_weights, input=b"x"), "stdin needs -o")
     res = run(["encode", work / "a.png", "-o", "-", "--json"], tiny_weights)
     assert_one_line_error(res, "--json")
-    res = run(["encode", work / "a.png", "-o", work / "nodir" / "a.fcb"], tiny_weights)
-    assert_one_line_error(res, "no such directory")
+    res = run(["encode", work / "a.png", "-o", work / "a.png" / "a.fcb"], tiny_weights)
+    assert_one_line_error(res, "not a directory")
     empty_models = work / "models"
     empty_models.mkdir()
     res = CliRunner(

@@ -24,7 +24,8 @@ from fusioncodec.container import Container, FormatError, Layer
 from fusioncodec.image import to_image, to_tensor
 from fusioncodec.layers import GainUnit, lambda_log_gains
 from fusioncodec.nets import ScalableCodec
-from fusioncodec.weights import default_weights, export
+from fusioncodec.weight_file import default_weights
+from fusioncodec.weights import export
 
 WIDTH, HEIGHT = 90, 70  # not multiples of 64: exercises padding and cropping
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

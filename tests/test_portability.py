@@ -14,7 +14,7 @@ from PIL import Image
 
 from fusioncodec.codec import Codec
 from fusioncodec.portability import SETTINGS, corpus_plan, decode_record, numeric_setting
-from fusioncodec.weights import default_weights
+from fusioncodec.weight_file import default_weights
 
 OTHER_SETTINGS = [s for s in SETTINGS if s != "default"]
 

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from fusioncodec.codec import Codec
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
 from fusioncodec.nets.exact import ExactConvMixin
+from fusioncodec.weight_file import read_card
 from fusioncodec.weights import (
     ENTROPY_PARAMETERS,
     LIKELIHOOD_BOUND,
@@ -24,7 +25,6 @@ from fusioncodec.weights import (
     identity_of,
     load,
     load_weights_into,
-    read_card,
 )
 
 CONFIG = CodecConfig(n=8, slices=2, m=1, hyper_channels=16, z_channels=8)
@@ -484,3 +484,20 @@ def test_a_card_larger_than_its_tensors_is_refused_before_building(
     monkeypatch.setattr(weights, "build", lambda *a: pytest.fail("built before checking"))
     with pytest.raises(WeightsError, match="g_a.0.weight is 8x3x5x5, the card says 512x3x5x5"):
         load(path)
+
+
+def test_the_card_reader_knows_every_model_kind_and_needs_no_torch():
+    import subprocess
+    import sys
+
+    from fusioncodec.nets import MODEL_KINDS
+    from fusioncodec.weight_file import KINDS
+
+    assert KINDS == tuple(MODEL_KINDS)
+    code = (
+        "import sys; from fusioncodec.weight_file import default_weights, read_card; "
+        "assert read_card(default_weights())['kind'] == 'scalable'; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -9,6 +9,8 @@ one input in :func:`errors`. Paths in messages go through :func:`show`.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -77,12 +79,28 @@ def weights_option(f: F) -> F:
     )(f)
 
 
+_GPU_DRIVERS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def _no_gpu_driver() -> bool:
+    """Whether this Linux machine shows no GPU driver (NVIDIA, ROCm, WSL); elsewhere False:
+    torch decides once it is loaded."""
+    return sys.platform.startswith("linux") and not any(map(os.path.exists, _GPU_DRIVERS))
+
+
+def _checked_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value == "cuda" and _no_gpu_driver():  # before torch and the model load
+        raise CliError("device 'cuda' asked for, but this machine has no CUDA device (no driver)")
+    return value
+
+
 def device_option(f: F) -> F:
     return click.option(
         "--device",
         type=click.Choice(["auto", "cpu", "cuda"]),
         default="auto",
         show_default=True,
+        callback=_checked_device,
         help="Where to run the model (auto: cuda if available).",
     )(f)
 
@@ -232,7 +250,8 @@ def check_qualities_early(weights: str | None, kind: str, qualities: Sequence[fl
     quality fails before the model is loaded."""
     if not qualities:
         return
-    from fusioncodec.weights import WeightsError, default_weights, read_card
+    from fusioncodec.errors import WeightsError
+    from fusioncodec.weight_file import default_weights, read_card
 
     try:
         card = read_card(Path(weights) if weights else default_weights(kind))

@@ -34,7 +34,7 @@ def export_command(
     kept, renamed): this converts weights made before the integer entropy networks.
     """
     from fusioncodec.train.export import convert_weights, export_checkpoint, load_results
-    from fusioncodec.weights import models_dir
+    from fusioncodec.weight_file import models_dir
 
     folder = Path(out_dir) if out_dir else models_dir()
     target = folder / f"{name}.safetensors"

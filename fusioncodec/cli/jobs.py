@@ -91,8 +91,8 @@ def plan_outputs(
             target = directory / name_for(Path(source).stem)
         else:
             target = Path(output)
-            if not target.parent.is_dir():
-                raise CliError(f"{show(target.parent)}: no such directory")
+            if target.parent.exists() and not target.parent.is_dir():
+                raise CliError(f"{show(target.parent)}: not a directory")
         jobs.append(Job(source, target))
 
     seen: dict[str, Job] = {}
@@ -107,14 +107,21 @@ def plan_outputs(
         for source in inputs:
             if source != STDIO and _same_file(job.output, Path(source)):
                 raise CliError(f"{job.out_name}: refusing to overwrite input file {show(source)}")
-    if directory is not None:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CliError(
-                f"{show(directory)}: cannot create directory: {error_reason(exc)}"
-            ) from None
+    folders = {directory} if directory is not None else {job.output.parent for job in jobs}
+    for folder in sorted(folders, key=str):
+        _writable_folder(folder)
     return jobs
+
+
+def _writable_folder(folder: Path) -> None:
+    """Create ``folder`` if missing (as ``-o DIR/`` always did) and check that files can be
+    made in it, before any coding work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"{show(folder)}: cannot create directory: {error_reason(exc)}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(f"{show(folder)}: cannot write there (permission denied)")
 
 
 def _binary_stream(name: str) -> BinaryIO:

@@ -304,7 +304,7 @@ def _decoders(stage: str, o: SimpleNamespace) -> tuple[str, ...]:
 
 def _init_card(init: str, kind: str) -> dict:
     """The card of the --init weights, which must hold a ``kind`` model."""
-    from fusioncodec.weights import read_card
+    from fusioncodec.weight_file import read_card
 
     card = read_card(Path(init))
     if card.get("kind") != kind:
@@ -346,7 +346,7 @@ def _lambda_ranges(
         if text is not None
     }
     if init:
-        from fusioncodec.weights import read_card
+        from fusioncodec.weight_file import read_card
 
         trained = read_card(Path(init))["config"]
         for name in ("machine_lambdas", "human_lambdas"):

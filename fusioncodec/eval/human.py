@@ -102,7 +102,8 @@ def qualities(
 
 def _model_card(path: Path, kind: str, explicit: bool, what: str) -> dict[str, Any] | None:
     """The card of a weight file, None (skip with a note) if a default file is absent."""
-    from fusioncodec.weights import WeightsError, read_card
+    from fusioncodec.errors import WeightsError
+    from fusioncodec.weight_file import read_card
 
     if not path.exists():
         if explicit:
@@ -218,7 +219,7 @@ class Plan:
     def learned(self, weights: str | None, baseline_weights: str | None) -> None:
         """Read the learned codecs' cards: check qualities, skip a codec whose default
         weights are absent; CliError when no codec is left."""
-        from fusioncodec.weights import default_weights
+        from fusioncodec.weight_file import default_weights
 
         spec_kw: dict[str, Any] = {}
         scalable = [c for c in runners.SCALABLE if c in self.run]

@@ -181,7 +181,8 @@ class _Run:
         self.model = build_model(cfg.stage, cfg.codec)
         self.step, self.elapsed = 0, 0.0
         if cfg.init is not None and state is None:
-            from fusioncodec.weights import load_weights_into, read_card
+            from fusioncodec.weight_file import read_card
+            from fusioncodec.weights import load_weights_into
 
             # the decoder stage keeps every trained weight: all of them must be there
             load_weights_into(self.model, cfg.init, strict=cfg.stage == "decoder")

@@ -20,7 +20,8 @@ from fusioncodec.nets import CodecConfig
 from fusioncodec.train.balance import fit_exponent, gradient_norms
 from fusioncodec.train.data import CropSampler, build_edge_dataset, pictures
 from fusioncodec.train.step import build_model
-from fusioncodec.weights import load_weights_into, models_dir, read_card
+from fusioncodec.weight_file import models_dir, read_card
+from fusioncodec.weights import load_weights_into
 
 MODELS = models_dir()
 

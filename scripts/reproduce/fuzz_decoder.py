@@ -21,7 +21,7 @@ from PIL import Image
 from fusioncodec.codec import Codec
 from fusioncodec.files import shared_dir
 from fusioncodec.fuzz import KINDS, judge, mutate
-from fusioncodec.weights import default_weights
+from fusioncodec.weight_file import default_weights
 
 SHARED = shared_dir()
 

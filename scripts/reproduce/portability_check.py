@@ -28,7 +28,7 @@ from PIL import Image
 from fusioncodec.codec import Codec
 from fusioncodec.files import shared_dir
 from fusioncodec.portability import SETTINGS, corpus_plan, decode_record, numeric_setting
-from fusioncodec.weights import default_weights
+from fusioncodec.weight_file import default_weights
 
 SHARED = shared_dir()
 

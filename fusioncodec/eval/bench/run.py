@@ -88,7 +88,7 @@ def run_bench(opts: BenchOptions, log: Log | None = None) -> dict[str, Any]:
     """
     import torch
 
-    from fusioncodec.weights import default_weights
+    from fusioncodec.weight_file import default_weights
 
     log = log or (lambda _message: None)
     _check_options(opts)

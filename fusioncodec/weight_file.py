@@ -1,0 +1,141 @@
+"""A weight file before any model is built: where the shipped ones are, and the model card
+in its header, read and checked without torch (the command line checks qualities against
+it before the model loads; :mod:`fusioncodec.weights` loads the tensors)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from fusioncodec.container import MAX_NAME_BYTES
+from fusioncodec.errors import WeightsError
+from fusioncodec.nets.config import CodecConfig
+
+__all__ = [
+    "DEFAULT_NAME",
+    "KINDS",
+    "card_problem",
+    "default_weights",
+    "models_dir",
+    "read_card",
+]
+
+DEFAULT_NAME = "fusioncodec-default"
+KINDS = ("scalable", "baseline")  # the keys of fusioncodec.nets.MODEL_KINDS
+MAX_CARD_BYTES = 1 << 20  # the shipped cards are about 20 KB
+MAX_CARD_DEPTH = 32
+
+
+def models_dir() -> Path:
+    """Where shipped weights live: ``$FUSIONCODEC_MODELS`` or the package's ``models/`` folder
+    (installed with it as package data)."""
+    env = os.environ.get("FUSIONCODEC_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parent / "models"
+
+
+def default_weights(kind: str = "scalable") -> Path:
+    name = DEFAULT_NAME if kind == "scalable" else "baseline-default"
+    return models_dir() / f"{name}.safetensors"
+
+
+def read_card(path: Path) -> dict:
+    """The model card stored in a weight file's metadata (reads only the header; no
+    torch), checked: size, depth, fields and ranges. WeightsError on any problem."""
+    from safetensors import safe_open
+
+    from fusioncodec.sources import NotRegularFile, regular_file
+
+    try:
+        regular_file(path)  # a FIFO would block, a device never end
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise WeightsError(f"weights not found: {path}") from None
+    except NotRegularFile as exc:
+        raise WeightsError(f"weights {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"not a safetensors weight file: {path} ({reason})") from None
+    if "fusioncodec" not in meta:
+        raise WeightsError(f"{path} has no fusioncodec model card in its metadata")
+    text = meta["fusioncodec"]
+    if len(text) > MAX_CARD_BYTES:
+        raise WeightsError(f"{path} has a model card of {len(text)} bytes, over {MAX_CARD_BYTES}")
+    try:  # RecursionError: nested too deep for the parser; ValueError: a huge integer
+        card = json.loads(text)
+    except (ValueError, RecursionError):
+        raise WeightsError(f"{path} has an unreadable model card") from None
+    if _depth(card) > MAX_CARD_DEPTH:
+        raise WeightsError(f"{path} has a model card nested deeper than {MAX_CARD_DEPTH} levels")
+    if not isinstance(card, dict) or not {"name", "kind", "config"} <= card.keys():
+        raise WeightsError(f"{path} has an incomplete model card (needs name, kind, config)")
+    problem = card_problem(card)
+    if problem:
+        raise WeightsError(f"{path} has an invalid model card: {problem}")
+    return card
+
+
+# Sane ranges of the architecture fields a card may hold: the shipped model is well inside
+# them, and anything outside would build a network of gigabytes before any other check.
+_CONFIG_RANGES = {
+    "n": (1, 512),
+    "slices": (1, 16),
+    "m": (1, 16),
+    "hyper_channels": (1, 512),
+    "z_channels": (1, 512),
+    "levels": (2, 64),
+}
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def card_problem(card: dict) -> str | None:
+    """What is wrong with a model card's fields (types and ranges), or None."""
+    if not isinstance(card["name"], str):
+        return "name must be a string"
+    try:
+        name_bytes = len(card["name"].encode("utf-8"))
+    except UnicodeEncodeError:
+        return "name must be valid Unicode text"
+    if not 1 <= name_bytes <= MAX_NAME_BYTES:  # it goes into every file's header
+        return f"name must be 1..{MAX_NAME_BYTES} UTF-8 bytes, got {name_bytes}"
+    if card["kind"] not in KINDS:
+        return f"unknown model kind {card['kind']!r} (expected one of {', '.join(KINDS)})"
+    config = card["config"]
+    if not isinstance(config, dict):
+        return "config must be an object"
+    for key, (lo, hi) in _CONFIG_RANGES.items():
+        value = config.get(key, getattr(CodecConfig, key))
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return f"config.{key} must be an integer in {lo}..{hi}, got {value!r}"
+    levels = config.get("levels", CodecConfig.levels)
+    for key in ("machine_lambdas", "human_lambdas"):
+        values = config.get(key)
+        if values is None:
+            continue
+        numbers = isinstance(values, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e6
+            for v in values
+        )
+        if not numbers or len(values) != levels or sorted(values) != values:
+            return f"config.{key} must be {levels} increasing positive numbers"
+    if not isinstance(config.get("conditioned", False), bool):
+        return "config.conditioned must be true or false"
+    try:
+        CodecConfig.from_dict(config)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+

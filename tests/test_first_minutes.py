@@ -1,0 +1,77 @@
+"""What a newcomer meets first: errors that need no model come before the model loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from helpers import assert_one_line_error, ok
+from PIL import Image
+
+import fusioncodec
+from fusioncodec.cli import cli
+
+
+@pytest.fixture()
+def picture(tmp_path: Path) -> Path:
+    path = tmp_path / "a.png"
+    Image.new("RGB", (48, 32), (30, 140, 200)).save(path)
+    return path
+
+
+def test_errors_that_need_no_model_come_before_torch_loads(
+    picture: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
+    (tmp_path / "exists.fcb").write_bytes(b"mine")
+    (tmp_path / "exists.png").write_bytes(b"mine")
+    cases = [
+        (["encode", picture, "-q", "9", "-o", tmp_path / "x.fcb"], "between 1 and 8"),
+        (["encode", picture, "--human-quality", "12", "-o", tmp_path / "x.fcb"], "between 1"),
+        (["encode", picture, "-o", tmp_path / "exists.fcb"], "already exists"),
+        (["decode", tmp_path / "exists.fcb", "-o", tmp_path / "exists.png"], "already exists"),
+    ]
+    if not any(map(os.path.exists, ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd"))):
+        cases.append((["encode", picture, "--device", "cuda"], "no CUDA device"))
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from click.testing import CliRunner
+        from fusioncodec.cli import cli
+        env = {{"FUSIONCODEC_WEIGHTS": {str(tiny_weights)!r}}}
+        for args, needle in {[([str(a) for a in args], n) for args, n in cases]!r}:
+            res = CliRunner().invoke(cli, args, env=env)
+            assert res.exit_code == 1 and needle in res.output, (args, res.output)
+            assert "torch" not in sys.modules, ("torch loaded for", args)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "exists.fcb").read_bytes() == b"mine"
+
+
+def test_a_named_outputs_missing_folder_is_made(picture: Path, tmp_path: Path, tiny_weights):
+    env = {"FUSIONCODEC_WEIGHTS": str(tiny_weights)}
+    target = tmp_path / "q" / "r" / "x.fcb"
+    ok(CliRunner().invoke(cli, ["encode", str(picture), "-o", str(target)], env=env))
+    assert fusioncodec.decode(target.read_bytes(), weights=tiny_weights).size == (48, 32)
+
+
+def test_an_unwritable_output_folder_fails_before_any_coding(
+    picture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and access(p, mode))
+    monkeypatch.setattr(fusioncodec, "load", lambda *a, **k: pytest.fail("model loaded"))
+    other = tmp_path / "b.png"
+    Image.new("RGB", (16, 16)).save(other)
+    for args in ([picture, "-o", locked / "x.fcb"], [picture, other, "-o", locked]):
+        result = CliRunner().invoke(cli, ["encode", *map(str, args)])
+        assert_one_line_error(result, "locked: cannot write there")
+    assert list(locked.iterdir()) == []
