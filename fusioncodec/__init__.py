@@ -97,12 +97,13 @@ def encode(
 
 def decode(
     data: FcbSource,
-    layer: str = "human",
+    layer: str | None = None,
     weights: str | PathLike | None = None,
     device: str = "auto",
 ) -> Image.Image:
-    """Decode the ``"machine"`` or ``"human"`` layer of an ``.fcb`` file (bytes, path or
-    binary file) into an 8-bit sRGB PIL image.
+    """Decode a layer of an ``.fcb`` file (bytes, path or binary file) into an 8-bit sRGB
+    PIL image: ``"machine"``, ``"human"``, or None (the default) for the best the file
+    holds, the human layer when present; asked for a layer it lacks, :class:`FormatError`.
 
     See :meth:`fusioncodec.codec.Codec.decode` for the errors.
     """

@@ -38,6 +38,7 @@ from fusioncodec.sources import (
     FcbSource,
     ImageSource,
     check_size,
+    default_layer,
     read_fcb,
     read_image,
 )
@@ -288,17 +289,20 @@ class Codec:
         return self.model.human.fusion.fuse_(y_machine, y_add)
 
     @torch.no_grad()
-    def decode(self, data: FcbSource, layer: str = "human") -> Image.Image:
-        """Decode the ``"machine"`` or ``"human"`` layer of an ``.fcb`` file (bytes, path,
-        binary file or :class:`Container`) into an 8-bit sRGB image of the coded size.
+    def decode(self, data: FcbSource, layer: str | None = None) -> Image.Image:
+        """Decode a layer of an ``.fcb`` file (bytes, path, binary file or
+        :class:`Container`) into an 8-bit sRGB image of the coded size: ``"machine"``,
+        ``"human"``, or None for the best the file holds (human when present).
 
         Raises :class:`FormatError` for a damaged, unsupported or foreign file (made with
-        other weights), :class:`ArgumentError` for a bad ``layer``.
+        other weights) or one without the layer asked for, :class:`ArgumentError` for a bad
+        ``layer``.
         """
-        if layer not in LAYER_KINDS:
-            raise ArgumentError(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
+        if layer is not None and layer not in LAYER_KINDS:
+            raise ArgumentError(f"layer must be one of {LAYER_KINDS} or None, got {layer!r}")
         data = read_fcb(data)
         container = self.check(data) if isinstance(data, Container) else self.parse(data)
+        layer = layer or default_layer(container.kinds)
         y = self.decode_latent(container, layer)
         synthesis = self.model.machine.g_s if layer == "machine" else self.model.human.g_s
         return synthesize(synthesis, y, container.width, container.height)

@@ -22,6 +22,7 @@ from PIL import Image, ImageFile
 
 from fusioncodec.container import LAYER_KINDS, MAGIC, MAX_HEADER_SIZE, peek_header
 from fusioncodec.errors import ArgumentError
+from fusioncodec.sources import default_layer
 
 FORMAT = "FCB"
 
@@ -46,7 +47,7 @@ class FcbImageFile(ImageFile.ImageFile):
         self._mode = "RGB"
         self.info["fcb_layers"] = header.kinds
         self.info["fcb_model"] = header.model_name
-        self.layer = "human" if "human" in header.kinds else "machine"
+        self.layer = default_layer(header.kinds)
         self._set_tile()
 
     def _set_tile(self) -> None:
@@ -54,6 +55,8 @@ class FcbImageFile(ImageFile.ImageFile):
 
     def select_layer(self, layer: str) -> None:
         """Decode ``layer`` ('machine' or 'human') instead of the default; before loading."""
+        if not self.tile:  # Pillow empties the tile list once the pixels are loaded
+            raise ArgumentError("select_layer() must come before the pixels are loaded")
         if layer not in LAYER_KINDS:
             raise ArgumentError(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
         if layer not in self.info["fcb_layers"]:

@@ -32,6 +32,7 @@ __all__ = [
     "ImageSource",
     "NotRegularFile",
     "check_size",
+    "default_layer",
     "image_size",
     "read_container",
     "read_container_file",
@@ -45,6 +46,12 @@ MAX_CODEC_PIXELS = 100_000_000  # tiled: under 3 GB at the peak (results/large-p
 
 class NotRegularFile(OSError):
     """A path that names a FIFO, a device, a socket or a directory where a file is needed."""
+
+
+def default_layer(kinds: tuple[str, ...]) -> str:
+    """The layer decoded when none is asked for: the best picture the file holds, the human
+    layer when present, else the machine layer (layers are stored in that order)."""
+    return kinds[-1]
 
 
 def regular_file(path: str | os.PathLike) -> Path:

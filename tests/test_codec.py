@@ -180,12 +180,17 @@ def test_stripping_the_human_layer(tiny_codec, image, two_layer):
         tiny_codec.decode(data, "human")
 
 
-def test_human_layer_of_machine_only_file_is_a_format_error(tiny_codec, image):
+def test_human_layer_of_machine_only_file_is_a_format_error(tiny_codec, tiny_weights, image):
     data = tiny_codec.encode(image, layers=["machine"], quality=3)
     with pytest.raises(FormatError, match="human"):
         tiny_codec.decode(data, "human")
-    with pytest.raises(FormatError):
-        tiny_codec.decode(data)  # the default layer is the human one
+    # no layer asked for: the best the file has (here the machine layer), as fcodec decode
+    # and Image.open do
+    machine = np.asarray(tiny_codec.decode(data, "machine"))
+    assert np.array_equal(np.asarray(tiny_codec.decode(data)), machine)
+    both = tiny_codec.encode(image, quality=3)
+    human = np.asarray(tiny_codec.decode(both, "human"))
+    assert np.array_equal(np.asarray(fusioncodec.decode(both, weights=tiny_weights)), human)
 
 
 # -- wrong inputs ------------------------------------------------------------------------

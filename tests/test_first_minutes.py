@@ -75,3 +75,24 @@ def test_an_unwritable_output_folder_fails_before_any_coding(
         result = CliRunner().invoke(cli, ["encode", *map(str, args)])
         assert_one_line_error(result, "locked: cannot write there")
     assert list(locked.iterdir()) == []
+
+
+def test_decode_takes_the_best_layer_a_file_has_unless_one_is_asked_for(
+    picture: Path, tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"FUSIONCODEC_WEIGHTS": str(tiny_weights)}
+    runner = CliRunner()
+    both, stripped = tmp_path / "both.fcb", tmp_path / "stripped.fcb"
+    ok(runner.invoke(cli, ["encode", str(picture), "-o", str(both)], env=env))
+    ok(runner.invoke(cli, ["strip", str(both), "-o", str(stripped)], env=env))
+    ok(runner.invoke(cli, ["decode", str(stripped), str(both), "-o", str(tmp_path)], env=env))
+    assert (tmp_path / "stripped.machine.png").exists() and (tmp_path / "both.human.png").exists()
+    ok(runner.invoke(cli, ["decode", str(stripped), "-o", str(tmp_path / "x.png")], env=env))
+    machine = fusioncodec.decode(stripped, "machine", weights=tiny_weights)
+    assert Image.open(tmp_path / "x.png").tobytes() == machine.tobytes()
+    human = ["decode", str(stripped), "--layer", "human", "-o", str(tmp_path / "y.png")]
+    asked = runner.invoke(cli, human, env=env)
+    assert_one_line_error(asked, "has no human layer")
+    monkeypatch.setenv("FUSIONCODEC_WEIGHTS", str(tiny_weights))
+    with Image.open(stripped) as image:  # Pillow: the same rule
+        assert image.tobytes() == machine.tobytes()

@@ -54,8 +54,11 @@ def test_layers_are_selectable_and_saved_as_asked(weights, picture, tmp_path):
         assert image.info["fcb_layers"] == ("machine",)  # machine-only: decoded as such
         machine = np.asarray(codec.decode(path.read_bytes(), "machine"))
         assert np.array_equal(np.asarray(image), machine)
-        with pytest.raises(ArgumentError, match="no human layer"):
-            image.select_layer("human")
+        with pytest.raises(ArgumentError, match="must come before the pixels are loaded"):
+            image.select_layer("machine")  # was accepted, and the next load() failed
+        image.load()
+    with Image.open(path) as image, pytest.raises(ArgumentError, match="no human layer"):
+        image.select_layer("human")
 
 
 def test_other_formats_are_unaffected(weights, picture, tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import math
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,8 +47,9 @@ from fusioncodec.cli.jobs import (
     run_jobs,
     write_output,
 )
-from fusioncodec.container import LAYER_KINDS, Container
+from fusioncodec.container import LAYER_KINDS, MAX_HEADER_SIZE, Container, peek_header
 from fusioncodec.messages import printable
+from fusioncodec.sources import default_layer, regular_file
 
 
 def container_stats(container: Container) -> dict[str, Any]:
@@ -72,6 +75,17 @@ def container_stats(container: Container) -> dict[str, Any]:
             for layer in container.layers
         ],
     }
+
+
+def _named_layer(source: str, layer: str) -> str:
+    """The layer an output of ``source`` is named after: ``layer``, or with ``auto`` the best
+    one its header lists (a header that cannot be read is reported when decoding)."""
+    if layer != "auto":
+        return layer
+    with suppress(OSError, ValueError):
+        with regular_file(source).open("rb") as f:
+            return default_layer(peek_header(f.read(MAX_HEADER_SIZE)).kinds)
+    return "human"
 
 
 # --------------------------------------------------------------------------- commands
@@ -128,7 +142,7 @@ def encode(
     for q in checked:
         if not (math.isfinite(q) and q >= 1):  # the upper bound depends on the model
             raise CliError(f"quality must be a finite number of at least 1, got {q}")
-    jobs = plan_outputs(inputs, output, lambda stem: f"{stem}.fcb", as_json=as_json)
+    jobs = plan_outputs(inputs, output, lambda src: f"{Path(src).stem}.fcb", as_json=as_json)
     get_codec = codec_loader(weights, device, checked)
 
     def work(job: Job) -> dict[str, Any]:
@@ -170,10 +184,11 @@ def encode(
 @output_option
 @click.option(
     "--layer",
-    type=click.Choice(LAYER_KINDS),
-    default="human",
+    type=click.Choice(["auto", *LAYER_KINDS]),
+    default="auto",
     show_default=True,
-    help="Which reconstruction to decode.",
+    help="Which reconstruction to decode; auto: the human layer when the file has one, "
+    "else the machine layer.",
 )
 @weights_option
 @device_option
@@ -194,27 +209,32 @@ def decode(
     """Decode .fcb files (or - for stdin) into images.
 
     The output extension picks the format (PNG for -, or no extension). Without -o the
-    output is <stem>.<layer>.png beside the input; with -o DIR, DIR/<stem>.<layer>.png.
+    output is <stem>.<layer>.png beside the input; with -o DIR, DIR/<stem>.<layer>.png
+    (with --layer auto, the layer the file's header names as its best).
     """
-    jobs = plan_outputs(inputs, output, lambda stem: f"{stem}.{layer}.png", as_json=as_json)
+    def name_for(source: str) -> str:
+        return f"{Path(source).stem}.{_named_layer(source, layer)}.png"
+
+    jobs = plan_outputs(inputs, output, name_for, as_json=as_json)
     formats = {job.output: image_format(job.output) for job in jobs}
     get_codec = codec_loader(weights, device)
 
     def work(job: Job) -> dict[str, Any]:
         check_writable(job, force)
         container = read_coded(job.source)
-        if layer not in container.kinds:
+        chosen = default_layer(container.kinds) if layer == "auto" else layer
+        if chosen not in container.kinds:
             raise FileError(
-                f"{job.name}: has no {layer} layer (machine-only file); use --layer machine"
+                f"{job.name}: has no {chosen} layer (machine-only file); use --layer machine"
             )
         codec = get_codec()
         with errors(job.name):
-            image = codec.decode(container, layer)
+            image = codec.decode(container, chosen)
         buffer = io.BytesIO()
         with errors(job.out_name):
             image.save(buffer, format=formats[job.output])
         write_output(job, buffer.getvalue(), force)
-        return {"layer": layer, "width": image.width, "height": image.height}
+        return {"layer": chosen, "width": image.width, "height": image.height}
 
     results = run_jobs(jobs, work, desc="decode", as_json=as_json, progress=progress)
     done = sum(r["ok"] for r in results)
@@ -223,9 +243,10 @@ def decode(
         click.echo(json.dumps({"summary": "decode", "files": done, "failed": failed}))
     elif len(jobs) == 1:
         r = results[0]
-        note(f"{r['input']} -> {r['output']}: {layer} layer, {r['width']}x{r['height']}")
+        note(f"{r['input']} -> {r['output']}: {r['layer']} layer, {r['width']}x{r['height']}")
     else:
-        line = f"decoded {plural(done, 'file')} ({layer} layer)"
+        layers = sorted({r["layer"] for r in results if r["ok"]}) or [layer]
+        line = f"decoded {plural(done, 'file')} ({' and '.join(layers)} layer)"
         note(line + (f", {failed} failed" if failed else ""))
     finish(failed)
 
@@ -276,7 +297,7 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
 @verbosity_options
 def strip(source: str, output: str, force: bool, as_json: bool) -> None:
     """Drop the human layer without re-encoding; machine-layer bytes stay identical (no torch)."""
-    (job,) = plan_outputs([source], output, lambda stem: f"{stem}.fcb", as_json=as_json)
+    (job,) = plan_outputs([source], output, lambda src: f"{Path(src).stem}.fcb", as_json=as_json)
     check_writable(job, force)
     container = read_coded(source)
     size_before = container_stats(container)["bytes"]

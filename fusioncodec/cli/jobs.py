@@ -53,7 +53,7 @@ def plan_outputs(
 ) -> list[Job]:
     """Pair inputs with outputs and check every path rule before any work is done.
 
-    ``name_for(stem)`` names the output of an input with that stem, used beside the input
+    ``name_for(source)`` names the output of an input (from its stem), used beside the input
     (no ``-o``) or inside the ``-o`` directory.  Several inputs need a directory.
     """
     batch = len(inputs) > 1
@@ -86,9 +86,9 @@ def plan_outputs(
     jobs = []
     for source in inputs:
         if output is None:
-            target = Path(source).parent / name_for(Path(source).stem)
+            target = Path(source).parent / name_for(source)
         elif directory is not None:
-            target = directory / name_for(Path(source).stem)
+            target = directory / name_for(source)
         else:
             target = Path(output)
             if target.parent.exists() and not target.parent.is_dir():
