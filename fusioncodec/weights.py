@@ -77,12 +77,16 @@ def load(
     """
     from safetensors.torch import load_file
 
-    path = Path(path) if path is not None else default_weights(kind)
+    if path is None:
+        path = default_weights(kind)
+        if not path.exists():
+            raise WeightsError(
+                f"the shipped weights are missing: {path} (set FUSIONCODEC_MODELS to the "
+                "folder that holds them, or give a weight file)"
+            )
+    path = Path(path)
     if not path.exists():
-        raise WeightsError(
-            f"weights not found: {path} (give a weight file, e.g. --weights PATH or "
-            "weights=PATH, or set FUSIONCODEC_MODELS to the folder of the shipped ones)"
-        )
+        raise WeightsError(f"weights not found: {path}")
     card = read_card(path)
     config = CodecConfig.from_dict(card["config"])
     problem = declared_shapes_problem(path, card["kind"], config)  # before building anything

@@ -418,7 +418,7 @@ def test_other_model_and_misc_errors(work: Path, tiny_weights: Path, other_weigh
     res = CliRunner(
         env={"FUSIONCODEC_MODELS": str(empty_models), "FUSIONCODEC_WEIGHTS": None}
     ).invoke(cli, ["encode", str(work / "a.png"), "-o", str(work / "d.fcb")])
-    assert_one_line_error(res, "weights not found")
+    assert_one_line_error(res, "the shipped weights are missing", "FUSIONCODEC_MODELS")
     assert not (work / "d.fcb").exists() and not (work / "s.fcb").exists()
 
 
@@ -608,6 +608,12 @@ def test_quiet_prints_errors_only_and_verbose_each_file(
     assert res.exit_code == 1 and res.stderr.count("fcodec: error:") == 1
     assert len(res.stderr.splitlines()) == 1
     res = ok(run(["decode", "-v", out / "b.fcb", "-o", f"{tmp_path / 'd'}/"], tiny_weights))
-    assert "done in" in res.stderr and "decoded" not in res.stderr.splitlines()[0]
+    first = res.stderr.splitlines()[0]  # -v: each file with its size, rate and time
+    size = (out / "b.fcb").stat().st_size
+    assert f"{size:,} bytes, " in first and " bpp, " in first and first.endswith(" s")
+    assert "decoded" not in first
+    res = ok(run(["encode", "-v", work / "b.png", "-o", f"{tmp_path / 'v'}/"], tiny_weights))
+    size = (tmp_path / "v" / "b.fcb").stat().st_size
+    assert f"{size:,} bytes, " in res.stderr.splitlines()[0]
     res = ok(run(["strip", "--quiet", out / "b.fcb", "-o", tmp_path / "s.fcb"]))
     assert res.stderr == ""

@@ -96,3 +96,39 @@ def test_decode_takes_the_best_layer_a_file_has_unless_one_is_asked_for(
     monkeypatch.setenv("FUSIONCODEC_WEIGHTS", str(tiny_weights))
     with Image.open(stripped) as image:  # Pillow: the same rule
         assert image.tobytes() == machine.tobytes()
+
+
+def test_top_level_help_shows_whole_command_descriptions() -> None:
+    result = ok(CliRunner().invoke(cli, ["--help"]))
+    commands = result.output.split("Commands:")[1].splitlines()
+    assert len([c for c in commands if c.strip()]) >= 9
+    assert not [c for c in commands if c.rstrip().endswith("...")]
+
+
+def test_weights_named_in_the_environment_are_named_in_the_error(picture: Path) -> None:
+    env = {"FUSIONCODEC_WEIGHTS": "/no/such/weights.safetensors"}
+    result = CliRunner().invoke(cli, ["encode", str(picture)], env=env)
+    assert_one_line_error(result, "weights not found: /no/such", "$FUSIONCODEC_WEIGHTS")
+    assert "FUSIONCODEC_MODELS" not in result.output
+
+
+def test_the_shell_example_can_run_twice(tmp_path: Path, tiny_weights: Path) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.new("RGB", (40, 24), (90, 60, 30)).save(frames / "f1.png")
+    script = Path(__file__).resolve().parents[1] / "examples" / "pipeline.sh"
+    bin_dir = str(Path(sys.executable).parent)
+    env = os.environ | {
+        "FUSIONCODEC_WEIGHTS": str(tiny_weights),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    for _ in range(2):  # the second run replaces what the first wrote
+        done = subprocess.run(
+            ["bash", str(script), str(frames)], cwd=tmp_path, env=env, capture_output=True,
+            text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "demo" / "seen").iterdir()) == [
+        "f1.machine.png",
+        "people.png",
+    ]

@@ -234,7 +234,14 @@ def decode(
         with errors(job.out_name):
             image.save(buffer, format=formats[job.output])
         write_output(job, buffer.getvalue(), force)
-        return {"layer": chosen, "width": image.width, "height": image.height}
+        coded = container_stats(container)
+        return {
+            "layer": chosen,
+            "width": image.width,
+            "height": image.height,
+            "bytes": coded["bytes"],
+            "bpp": coded["bpp"],
+        }
 
     results = run_jobs(jobs, work, desc="decode", as_json=as_json, progress=progress)
     done = sum(r["ok"] for r in results)
@@ -255,7 +262,11 @@ def decode(
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE.fcb...")
 @json_option(with_output=False)
 def info(inputs: tuple[str, ...], as_json: bool) -> None:
-    """Show size, layers, bytes and bits per pixel, and model of .fcb files (no torch)."""
+    """Show the size, layers, rate and model of .fcb files.
+
+    Reads only the files (no torch, no model): bytes and bits per pixel of each layer,
+    qualities, the model's name and identity.
+    """
     failed = 0
     for source in inputs:
         name = show(source)
@@ -296,7 +307,10 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @verbosity_options
 def strip(source: str, output: str, force: bool, as_json: bool) -> None:
-    """Drop the human layer without re-encoding; machine-layer bytes stay identical (no torch)."""
+    """Drop the human layer, keeping the machine layer's bytes.
+
+    No re-encoding and no model: the file is rewritten without its human layer.
+    """
     (job,) = plan_outputs([source], output, lambda src: f"{Path(src).stem}.fcb", as_json=as_json)
     check_writable(job, force)
     container = read_coded(source)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from fusioncodec.container import LAYER_KINDS
 from fusioncodec.messages import error_reason, one_line, shown_path
@@ -266,6 +267,13 @@ def check_qualities(qualities: Sequence[float], levels: int) -> None:
             raise CliError(f"quality must be between 1 and {levels}, got {q}")
 
 
+def _weights_source() -> str:
+    """`` (from $FUSIONCODEC_WEIGHTS)`` when the weights path came from the environment."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("weights") if ctx is not None else None
+    return " (from $FUSIONCODEC_WEIGHTS)" if source == ParameterSource.ENVIRONMENT else ""
+
+
 def _checked_loader(
     load: Callable[[], M], weights: str | None, qualities: Sequence[float]
 ) -> Callable[[], M]:
@@ -277,7 +285,7 @@ def _checked_loader(
             from fusioncodec.weights import WeightsError
 
             if isinstance(exc, WeightsError):
-                raise CliError(str(exc)) from None
+                raise CliError(f"{exc}{_weights_source()}") from None
             source = show(weights) if weights else "the default weights"
             raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
         check_qualities(qualities, model.levels)

@@ -28,7 +28,10 @@ def export_command(
     notes: str,
     force: bool,
 ) -> None:
-    """Export a training CHECKPOINT as shipped weights (fp16 safetensors + model card).
+    """Export a training checkpoint as shipped weights.
+
+    Writes NAME.safetensors (fp16 weights, integer entropy networks, CDF tables) and its
+    model card NAME.json.
 
     Given a .safetensors weight file instead, re-export it in the current format (its card
     kept, renamed): this converts weights made before the integer entropy networks.

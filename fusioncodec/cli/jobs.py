@@ -196,6 +196,13 @@ def _echo_err(message: str, bar: Any) -> None:
         click.echo(message, err=True)
 
 
+def _sized(result: dict[str, Any]) -> str:
+    """``"N bytes, B bpp, "`` of a coded file's result (empty where it has none)."""
+    if "bytes" not in result:
+        return ""
+    return f"{result['bytes']:,} bytes, {result['bpp']:.3f} bpp, "
+
+
 def run_jobs(
     jobs: Sequence[Job],
     work: Callable[[Job], dict[str, Any]],
@@ -223,7 +230,7 @@ def run_jobs(
                 result = {"input": job.name, "output": job.out_name, "ok": True, **work(job)}
                 if verbosity() >= 2:
                     seconds = time.perf_counter() - start
-                    _echo_err(f"{job.name} -> {job.out_name}: done in {seconds:.2f} s", bar)
+                    _echo_err(f"{job.name} -> {job.out_name}: {_sized(result)}{seconds:.2f} s", bar)
             except FileError as exc:
                 if len(jobs) == 1 and not as_json:
                     raise

@@ -188,7 +188,9 @@ _MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thr
 )
 @device_option
 def train(stage: str, **options: Any) -> None:
-    """Train (or resume, if DIR has a checkpoint) one STAGE of the codec.
+    """Train one STAGE of the codec, or resume a run.
+
+    A run folder (--out) that holds a checkpoint is resumed from it.
 
     machine: SA-ICM loss (MSE on edge pixels); human: machine frozen, additional codec and
     human decoder; joint: both at once (machine latent detached); baseline: single-layer LIC;
