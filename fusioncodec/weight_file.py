@@ -17,6 +17,7 @@ __all__ = [
     "KINDS",
     "card_problem",
     "default_weights",
+    "existing_weights",
     "models_dir",
     "read_card",
 ]
@@ -37,6 +38,22 @@ def models_dir() -> Path:
 def default_weights(kind: str = "scalable") -> Path:
     name = DEFAULT_NAME if kind == "scalable" else "baseline-default"
     return models_dir() / f"{name}.safetensors"
+
+
+def existing_weights(path: str | os.PathLike | None, kind: str = "scalable") -> Path:
+    """The weight file to load: ``path``, or the shipped one of ``kind`` when None;
+    WeightsError if it does not exist."""
+    if path is None:
+        shipped = default_weights(kind)
+        if not shipped.exists():
+            raise WeightsError(
+                f"the shipped weights are missing: {shipped} (set FUSIONCODEC_MODELS to the "
+                "folder that holds them, or give a weight file)"
+            )
+        return shipped
+    if not Path(path).exists():
+        raise WeightsError(f"weights not found: {path}")
+    return Path(path)
 
 
 def read_card(path: Path) -> dict:

@@ -21,7 +21,7 @@ from fusioncodec.errors import WeightsError
 from fusioncodec.nets import MODEL_KINDS, CodecConfig
 from fusioncodec.weight_file import (
     KINDS,
-    default_weights,
+    existing_weights,
     read_card,
 )
 
@@ -77,16 +77,7 @@ def load(
     """
     from safetensors.torch import load_file
 
-    if path is None:
-        path = default_weights(kind)
-        if not path.exists():
-            raise WeightsError(
-                f"the shipped weights are missing: {path} (set FUSIONCODEC_MODELS to the "
-                "folder that holds them, or give a weight file)"
-            )
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"weights not found: {path}")
+    path = existing_weights(path, kind)
     card = read_card(path)
     config = CodecConfig.from_dict(card["config"])
     problem = declared_shapes_problem(path, card["kind"], config)  # before building anything

@@ -132,3 +132,21 @@ def test_the_shell_example_can_run_twice(tmp_path: Path, tiny_weights: Path) -> 
         "f1.machine.png",
         "people.png",
     ]
+
+
+def test_missing_weights_fail_before_torch_loads(picture: Path, tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from click.testing import CliRunner
+        from fusioncodec.cli import cli
+        for command in ("encode", "decode"):
+            args = [command, {str(picture)!r}, "--weights", "/no/w.safetensors", "-o", "x"]
+            res = CliRunner().invoke(cli, args)
+            assert res.exit_code == 1 and "weights not found" in res.output, res.output
+        assert "torch" not in sys.modules
+        """
+    )
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr

@@ -247,17 +247,15 @@ def codec_loader(
 
 
 def check_qualities_early(weights: str | None, kind: str, qualities: Sequence[float]) -> None:
-    """Check qualities against the model card's level count (its header only), so a bad
-    quality fails before the model is loaded."""
-    if not qualities:
-        return
+    """Read the weights' model card (its header only, no torch) before the model loads: a
+    missing or invalid weight file, or a quality beyond its levels, fails at once."""
     from fusioncodec.errors import WeightsError
-    from fusioncodec.weight_file import default_weights, read_card
+    from fusioncodec.weight_file import existing_weights, read_card
 
     try:
-        card = read_card(Path(weights) if weights else default_weights(kind))
-    except WeightsError:
-        return  # the loader reports it, with the same message
+        card = read_card(existing_weights(weights, kind))
+    except WeightsError as exc:
+        raise CliError(f"{exc}{_weights_source()}") from None
     check_qualities(qualities, card["config"].get("levels", 8))
 
 
