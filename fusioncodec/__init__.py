@@ -65,6 +65,13 @@ def load(weights: str | PathLike | None = None, device: str = "auto") -> Codec:
 
     Raises :class:`WeightsError` (missing or invalid weights) or :class:`ArgumentError`
     (unknown or unavailable device).
+
+    >>> codec = fusioncodec.load(device="cpu")
+    >>> codec.name, codec.levels
+    ('fusioncodec-default', 8)
+    >>> fusioncodec.load("missing.safetensors")
+    Traceback (most recent call last):
+    fusioncodec.errors.WeightsError: weights not found: missing.safetensors
     """
     if weights is not None and not isinstance(weights, str | PathLike):
         raise ArgumentError(f"weights must be a path or None, got {type(weights).__name__}")
@@ -88,9 +95,19 @@ def encode(
     weights: str | PathLike | None = None,
     device: str = "auto",
 ) -> bytes:
-    """Encode a picture (PIL image, path, image bytes or binary file) into ``.fcb`` bytes.
+    """Encode a picture (PIL image, uint8 array, path, image bytes or binary file) into
+    ``.fcb`` bytes.
 
     See :meth:`fusioncodec.codec.Codec.encode` for the arguments and errors.
+
+    >>> from PIL import Image
+    >>> picture = Image.new("RGB", (96, 64), (200, 120, 40))
+    >>> data = fusioncodec.encode(picture, quality=4, device="cpu")
+    >>> Container.from_bytes(data).kinds
+    ('machine', 'human')
+    >>> fusioncodec.encode(picture, quality=9)
+    Traceback (most recent call last):
+    fusioncodec.errors.ArgumentError: quality must be between 1 and 8, got 9
     """
     return load(weights, device).encode(image, layers, quality, human_quality)
 
@@ -104,6 +121,15 @@ def decode(
     """Decode a layer of an ``.fcb`` file (bytes, path or binary file) into an 8-bit sRGB
     PIL image: ``"machine"``, ``"human"``, or None (the default) for the best the file
     holds, the human layer when present; asked for a layer it lacks, :class:`FormatError`.
+
+    >>> from PIL import Image
+    >>> data = fusioncodec.encode(Image.new("RGB", (96, 64), (200, 120, 40)), device="cpu")
+    >>> fusioncodec.decode(data, device="cpu").size  # the human layer: the file has one
+    (96, 64)
+    >>> machine_only = Container.from_bytes(data).without_human().to_bytes()
+    >>> fusioncodec.decode(machine_only, layer="human", device="cpu")
+    Traceback (most recent call last):
+    fusioncodec.errors.FormatError: this file has no human layer (it was encoded or stripped...
 
     See :meth:`fusioncodec.codec.Codec.decode` for the errors.
     """

@@ -165,7 +165,12 @@ class Header:
 
 @dataclass(frozen=True)
 class Container:
-    """One image coded in a machine layer (required) and an optional human layer."""
+    """One image coded in a machine layer (required) and an optional human layer.
+
+    >>> c = Container(64, 48, "demo", bytes(16), 4, (Layer("machine", 2.0, b"\\0" * 8),))
+    >>> Container.from_bytes(c.to_bytes()).kinds, len(c.to_bytes())
+    (('machine',), 63)
+    """
 
     width: int
     height: int
@@ -416,12 +421,4 @@ def _parse_header(data: bytes) -> Header:
     problem = _layer_order_problem(tuple(info.kind for info in infos))
     if problem:
         raise FormatError(f"corrupt .fcb layer table: {problem}")
-    return Header(
-        width=width,
-        height=height,
-        model_name=model_name,
-        model_hash=model_hash,
-        m=m,
-        layers=tuple(infos),
-        header_size=header_size,
-    )
+    return Header(width, height, model_name, model_hash, m, tuple(infos), header_size)

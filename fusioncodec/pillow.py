@@ -8,6 +8,18 @@
     image.info["fcb_layers"]                 # ("machine", "human")
     Image.open("photo.png").save("photo.fcb", quality=4, layers=("machine", "human"))
 
+Round trip in memory (the shipped weights)::
+
+    >>> import io
+    >>> buffer = io.BytesIO()
+    >>> Image.new("RGB", (96, 64), (30, 90, 160)).save(buffer, format="FCB", quality=2)
+    >>> image = Image.open(buffer)
+    >>> image.format, image.size, image.info["fcb_layers"]
+    ('FCB', (96, 64), ('machine', 'human'))
+    >>> image.select_layer("machine")
+    >>> image.convert("RGB").size
+    (96, 64)
+
 Saving takes ``quality`` (1..8, not JPEG's 0..100), ``human_quality``, ``layers``,
 ``weights`` and ``device``; both directions use ``$FUSIONCODEC_WEIGHTS`` when set, else the
 shipped weights.  Decoding errors are :class:`~fusioncodec.errors.FormatError`.
