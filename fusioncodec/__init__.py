@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from fusioncodec.codec import Codec, FcbSource, ImageSource
 
-__version__ = "0.4.1"
+__version__ = "0.5.0"
 __all__ = [
     "ArgumentError",
     "Container",
