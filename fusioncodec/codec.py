@@ -195,8 +195,8 @@ class Codec:
         a path, bytes or a file rather than a PIL image, the codec frees the decoded picture
         as soon as it has its pixels (100 MP: 0.4 GB less at the peak).
         """
-        layers = (layers,) if isinstance(layers, str) else layers
-        layers = tuple(layers) if isinstance(layers, (tuple, list)) else layers
+        if isinstance(layers, str | list):  # anything else but a tuple is refused below
+            layers = (layers,) if isinstance(layers, str) else tuple(layers)
         if layers not in (("machine",), ("machine", "human")):
             raise ArgumentError(
                 f"layers must be ('machine',) or ('machine', 'human'), got {layers!r}"

@@ -33,6 +33,7 @@ __all__ = [
     "Layer",
     "LayerInfo",
     "peek_header",
+    "size_problem",
 ]
 
 MAGIC = b"\x89FCB\r\n\x1a\n"
@@ -89,7 +90,7 @@ def _as_bytes(name: str, value: object) -> bytes:
     raise TypeError(f"{name} must be bytes, got {type(value).__name__}")
 
 
-def _size_problem(width: int, height: int) -> str | None:
+def size_problem(width: int, height: int) -> str | None:
     """Why ``width`` x ``height`` is not an acceptable image size, or None if it is."""
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         return f"each side must be in [1, {MAX_SIDE}]"
@@ -124,10 +125,8 @@ class Layer:
         object.__setattr__(self, "payload", payload)
 
     def __repr__(self) -> str:
-        return (
-            f"Layer(kind={self.kind!r}, quality={self.quality!r}, "
-            f"payload=<{len(self.payload)} bytes>)"
-        )
+        kind = f"kind={self.kind!r}, quality={self.quality!r}"
+        return f"Layer({kind}, payload=<{len(self.payload)} bytes>)"
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ class Container:
     def __post_init__(self) -> None:
         _check_int("width", self.width, 1, MAX_SIDE)
         _check_int("height", self.height, 1, MAX_SIDE)
-        problem = _size_problem(self.width, self.height)
+        problem = size_problem(self.width, self.height)
         if problem:
             raise ValueError(f"image size {self.width}x{self.height} not allowed: {problem}")
         if not isinstance(self.model_name, str):
@@ -387,7 +386,7 @@ def _parse_header(data: bytes) -> Header:
         raise FormatError("CRC mismatch in header: file is corrupted")
     # 4. fields and dimensions (header_size >= MIN_HEADER_SIZE, so the fixed part is in range)
     _, _, _, width, height, m, model_hash, name_len = _FIXED.unpack_from(data, 0)
-    problem = _size_problem(width, height)
+    problem = size_problem(width, height)
     if problem:
         raise FormatError(f"implausible image size {width}x{height} in header ({problem})")
     name_end = _FIXED.size + name_len

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 
 from PIL import Image
 
-from fusioncodec.container import MAX_HEADER_SIZE, MAX_SIDE, Container, peek_header
+from fusioncodec.container import MAX_HEADER_SIZE, Container, peek_header, size_problem
 from fusioncodec.errors import ArgumentError, ImageError
 from fusioncodec.messages import error_reason
 
@@ -89,10 +89,8 @@ def read_container_file(path: str | os.PathLike) -> Container:
 def check_size(width: int, height: int) -> None:
     """Refuse pictures a ``.fcb`` file cannot hold or whose transforms would not fit in
     memory, before any network runs."""
-    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-        raise ArgumentError(
-            f"image of {width}x{height}: a .fcb picture has 1 to {MAX_SIDE} pixels a side"
-        )
+    if problem := size_problem(width, height):
+        raise ArgumentError(f"image of {width}x{height} cannot go into a .fcb file: {problem}")
     if width * height > MAX_CODEC_PIXELS:
         raise ArgumentError(
             f"image of {width}x{height} is too large to code "

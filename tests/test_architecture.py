@@ -25,7 +25,7 @@ UPPER = ("cli", "eval", "train")
 # Known oversize modules and functions (lines now), never to grow. container.py is the
 # reference implementation of the byte format (docs/FORMAT.md), kept whole on purpose.
 OVERSIZE: dict[str, int] = {
-    "fusioncodec/container.py": 424,
+    "fusioncodec/container.py": 423,
 }
 
 
