@@ -79,7 +79,7 @@ def test_fcodec_refuses_an_output_created_while_it_worked(
     tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two commands writing one name: the second to publish fails, nothing is clobbered."""
-    import fusioncodec.cli.jobs as jobs
+    import fusioncodec.file_jobs as jobs
 
     source = tmp_path / "a.fcb"
     runner = CliRunner()
@@ -92,8 +92,8 @@ def test_fcodec_refuses_an_output_created_while_it_worked(
     target = tmp_path / "race.fcb"
     checked = jobs.check_writable
 
-    def check_then_lose_the_race(job: jobs.Job, force: bool) -> None:
-        checked(job, force)
+    def check_then_lose_the_race(job: jobs.Job, force: bool, files: jobs.Files) -> None:
+        checked(job, force, files)
         target.write_bytes(b"the other command's file")
 
     monkeypatch.setattr(jobs, "check_writable", check_then_lose_the_race)

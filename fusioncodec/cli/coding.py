@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from contextlib import suppress
@@ -19,7 +18,6 @@ from fusioncodec.cli.common import (
     CliError,
     FileError,
     LayersType,
-    bpp,
     codec_loader,
     device_option,
     errors,
@@ -30,51 +28,26 @@ from fusioncodec.cli.common import (
     output_option,
     plural,
     progress_option,
-    quality_text,
     show,
     size,
     verbosity_options,
     weights_option,
 )
-from fusioncodec.cli.jobs import (
+from fusioncodec.cli.jobs import image_format, plan_outputs, run_jobs
+from fusioncodec.container import LAYER_KINDS, MAX_HEADER_SIZE, peek_header
+from fusioncodec.file_jobs import (
+    FileFailure,
     Job,
-    check_image,
+    bpp,
     check_writable,
-    image_format,
-    plan_outputs,
+    container_stats,
+    decode_job,
+    encode_job,
     read_coded,
-    read_input,
-    run_jobs,
     write_output,
 )
-from fusioncodec.container import LAYER_KINDS, MAX_HEADER_SIZE, Container, peek_header
 from fusioncodec.messages import printable
 from fusioncodec.sources import default_layer, regular_file
-
-
-def container_stats(container: Container) -> dict[str, Any]:
-    """Sizes and rates of a parsed file, as reported by ``info`` and ``encode --json``."""
-    pixels = container.width * container.height
-    total = container.header_size + sum(len(layer.payload) for layer in container.layers)
-    return {
-        "width": container.width,
-        "height": container.height,
-        "bytes": total,
-        "header_bytes": container.header_size,
-        "bpp": bpp(total, pixels),
-        "model": container.model_name,
-        "model_hash": container.model_hash.hex(),
-        "m": container.m,
-        "layers": [
-            {
-                "kind": layer.kind,
-                "quality": quality_text(layer.quality),
-                "bytes": len(layer.payload),
-                "bpp": bpp(len(layer.payload), pixels),
-            }
-            for layer in container.layers
-        ],
-    }
 
 
 def _named_layer(source: str, layer: str) -> str:
@@ -146,14 +119,7 @@ def encode(
     get_codec = codec_loader(weights, device, checked)
 
     def work(job: Job) -> dict[str, Any]:
-        check_writable(job, force)
-        picture = read_input(job.source)
-        check_image(picture, job.name)
-        codec = get_codec()
-        with errors(job.name):  # given the bytes, the codec frees the picture once it has read it
-            fcb = codec.encode(picture, layers, quality, human_quality)
-        write_output(job, fcb, force)
-        return container_stats(Container.from_bytes(fcb))
+        return encode_job(job, get_codec, layers, quality, human_quality, force)
 
     results = run_jobs(jobs, work, desc="encode", as_json=as_json, progress=progress)
     done = [r for r in results if r["ok"]]
@@ -220,28 +186,8 @@ def decode(
     get_codec = codec_loader(weights, device)
 
     def work(job: Job) -> dict[str, Any]:
-        check_writable(job, force)
-        container = read_coded(job.source)
-        chosen = default_layer(container.kinds) if layer == "auto" else layer
-        if chosen not in container.kinds:
-            raise FileError(
-                f"{job.name}: has no {chosen} layer (machine-only file); use --layer machine"
-            )
-        codec = get_codec()
-        with errors(job.name):
-            image = codec.decode(container, chosen)
-        buffer = io.BytesIO()
-        with errors(job.out_name):
-            image.save(buffer, format=formats[job.output])
-        write_output(job, buffer.getvalue(), force)
-        coded = container_stats(container)
-        return {
-            "layer": chosen,
-            "width": image.width,
-            "height": image.height,
-            "bytes": coded["bytes"],
-            "bpp": coded["bpp"],
-        }
+        assert job.output is None or isinstance(job.output, Path)
+        return decode_job(job, get_codec, layer, formats[job.output], force)
 
     results = run_jobs(jobs, work, desc="decode", as_json=as_json, progress=progress)
     done = sum(r["ok"] for r in results)
@@ -271,13 +217,13 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
     for source in inputs:
         name = show(source)
         try:
-            stats = container_stats(read_coded(source))
-        except FileError as exc:
+            stats = container_stats(read_coded(Job(source, None)))
+        except FileFailure as exc:
             if len(inputs) == 1 and not as_json:
-                raise
-            click.echo(f"fcodec: error: {exc.format_message()}", err=True)
+                raise FileError(str(exc)) from None
+            click.echo(f"fcodec: error: {exc}", err=True)
             if as_json:
-                click.echo(json.dumps({"path": name, "ok": False, "error": exc.format_message()}))
+                click.echo(json.dumps({"path": name, "ok": False, "error": str(exc)}))
             failed += 1
             continue
         if as_json:
@@ -312,12 +258,13 @@ def strip(source: str, output: str, force: bool, as_json: bool) -> None:
     No re-encoding and no model: the file is rewritten without its human layer.
     """
     (job,) = plan_outputs([source], output, lambda src: f"{Path(src).stem}.fcb", as_json=as_json)
-    check_writable(job, force)
-    container = read_coded(source)
+    with errors(job.name):
+        check_writable(job, force)
+        container = read_coded(job)
     size_before = container_stats(container)["bytes"]
     with errors(job.name):
         stripped = container.without_human().to_bytes()
-    write_output(job, stripped, force)
+        write_output(job, stripped, force)
     pixels = container.width * container.height
     had_human = "human" in container.kinds
     if as_json:

@@ -14,19 +14,18 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
 from fusioncodec.container import LAYER_KINDS
-from fusioncodec.messages import error_reason, one_line, shown_path
+from fusioncodec.file_jobs import FileFailure, failures, show
+from fusioncodec.messages import error_reason, one_line
 
 if TYPE_CHECKING:
     from fusioncodec.codec import Codec
 
-STDIO = "-"
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound="Codec")
 
@@ -52,19 +51,10 @@ class FileError(CliError):
 def errors(name: str) -> Iterator[None]:
     """Turn the expected exceptions of work on ``name`` into a :class:`FileError`."""
     try:
-        yield
-    except (click.ClickException, click.exceptions.Exit, BrokenPipeError):
-        raise
-    # FormatError and WeightsError are ValueErrors; RuntimeError/MemoryError come from torch.
-    except (ValueError, OSError, EOFError, RuntimeError, MemoryError) as exc:
-        raise FileError(f"{name}: {error_reason(exc)}") from None
-
-
-def show(path: str | Path | None) -> str:
-    """A path as shown in messages (``None`` is stdout, ``-`` stdin); never spans lines."""
-    if path is None:
-        return "<stdout>"
-    return "<stdin>" if str(path) == STDIO else shown_path(path)
+        with failures(name):
+            yield
+    except FileFailure as exc:
+        raise FileError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- options
@@ -207,15 +197,6 @@ def size(n: int) -> str:
     if n < 1_000_000:
         return f"{n / 1000:.1f} KB"
     return f"{n / 1_000_000:.1f} MB"
-
-
-def bpp(n_bytes: int, pixels: int) -> float:
-    return 8.0 * n_bytes / pixels
-
-
-def quality_text(q: float) -> float:
-    """A float32 quality as the short decimal it was written as (4.3, not 4.300000190734863)."""
-    return float(f"{q:.7g}")
 
 
 def finish(failed: int) -> None:

@@ -1,8 +1,9 @@
-"""Inputs and outputs of the coding commands: pairing inputs with outputs, reading them,
-writing results atomically, and running a batch where one bad input does not stop the rest.
+"""Inputs and outputs of the coding commands: pairing inputs with outputs, running a batch
+where one bad input does not stop the rest, and reporting its result rows.
 
-Outputs are written atomically (:func:`fusioncodec.files.write_atomic`), existing files are
-kept unless ``--force`` is given, and an input file is never overwritten.
+The work on one file is :mod:`fusioncodec.file_jobs` (shared with the Ray engine): outputs
+are written atomically, existing files are kept unless ``--force`` is given, and an input
+file is never overwritten (:func:`plan_outputs` checks that before any work).
 """
 
 from __future__ import annotations
@@ -11,35 +12,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import click
 
-from fusioncodec.cli.common import STDIO, CliError, FileError, errors, show, verbosity
-from fusioncodec.container import MAX_PIXELS, MAX_SIDE, Container
-from fusioncodec.files import write_atomic
+from fusioncodec.cli.common import CliError, FileError, show, verbosity
+from fusioncodec.file_jobs import STDIO, Job, binary_stream, run_job
 from fusioncodec.messages import error_reason
-from fusioncodec.sources import read_container, read_container_file, regular_file
-
-
-@dataclass(frozen=True)
-class Job:
-    """One input and where its result goes (``output`` None: stdout)."""
-
-    source: str
-    output: Path | None
-
-    @property
-    def name(self) -> str:
-        return show(self.source)
-
-    @property
-    def out_name(self) -> str:
-        return show(self.output)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -64,7 +46,7 @@ def plan_outputs(
             raise CliError("-o - (stdout) takes a single input; use -o DIR for several")
         if as_json:
             raise CliError("--json cannot be used with -o - (stdout carries the data)")
-        if _binary_stream("stdout").isatty():
+        if binary_stream("stdout").isatty():
             raise CliError("refusing to write binary data to a terminal; use -o FILE or redirect")
         return [Job(inputs[0], None)]
     if STDIO in inputs and output is None:
@@ -124,68 +106,6 @@ def _writable_folder(folder: Path) -> None:
         raise CliError(f"{show(folder)}: cannot write there (permission denied)")
 
 
-def _binary_stream(name: str) -> BinaryIO:
-    """The binary layer of ``sys.stdin`` / ``sys.stdout`` (as replaced by click's test runner)."""
-    stream = getattr(sys, name)
-    return getattr(stream, "buffer", stream)
-
-
-def _stdin() -> BinaryIO:
-    stream = _binary_stream("stdin")
-    if stream.isatty():
-        raise FileError("refusing to read binary data from a terminal; pipe a file in")
-    return stream
-
-
-def _empty(source: str) -> FileError:
-    return FileError(f"{show(source)}: empty {'input' if source == STDIO else 'file'}")
-
-
-def read_input(source: str) -> bytes:
-    """All bytes of a regular file or of stdin (``-``); FileError if unreadable or empty."""
-    with errors(show(source)):
-        data = _stdin().read() if source == STDIO else regular_file(source).read_bytes()
-    if not data:
-        raise _empty(source)
-    return data
-
-
-def read_coded(source: str) -> Container:
-    """The ``.fcb`` file at ``source`` (or stdin), parsed and verified, read no further than
-    its header declares; FileError if unreadable, empty or not a valid ``.fcb`` file."""
-    with errors(show(source)):
-        if source == STDIO:
-            stream = _stdin()
-            start = stream.read(1)
-            if not start:
-                raise _empty(source)
-            return read_container(stream, start)
-        if regular_file(source).stat().st_size == 0:
-            raise _empty(source)
-        return read_container_file(source)
-
-
-def check_writable(job: Job, force: bool) -> None:
-    """FileError if the output exists and ``--force`` was not given."""
-    if job.output is not None and not force and os.path.lexists(job.output):
-        raise FileError(f"{job.out_name}: already exists (use --force to overwrite)")
-
-
-def write_output(job: Job, data: bytes, force: bool) -> None:
-    """Write ``data`` to stdout or, atomically, to the job's output file."""
-    if job.output is None:
-        stream = _binary_stream("stdout")
-        stream.write(data)
-        stream.flush()
-        return
-    check_writable(job, force)
-    with errors(job.out_name):
-        try:
-            write_atomic(job.output, data, replace=force)
-        except FileExistsError:  # created by someone else while this job ran
-            raise FileError(f"{job.out_name}: already exists (use --force to overwrite)") from None
-
-
 # --------------------------------------------------------------------------- batch runner
 
 
@@ -211,58 +131,54 @@ def run_jobs(
     as_json: bool,
     progress: bool | None,
 ) -> list[dict[str, Any]]:
-    """Run ``work`` on every job; one error line per failed job, the rest go on.
+    """Run ``work`` on every job in this process and report each result
+    (:func:`report_rows`); a failed job does not stop the others."""
 
-    A single job without ``--json`` lets its :class:`FileError` through (one error line).
-    Each result (``ok`` true or false) is printed as a JSON line when ``as_json``.
+    def timed() -> Iterator[tuple[dict[str, Any], float]]:
+        for job in jobs:
+            start = time.perf_counter()
+            row = run_job(job, work)
+            yield row, time.perf_counter() - start
+
+    return report_rows(timed(), len(jobs), desc=desc, as_json=as_json, progress=progress)
+
+
+def report_rows(
+    rows: Iterable[tuple[dict[str, Any], float]],
+    total: int,
+    *,
+    desc: str,
+    as_json: bool,
+    progress: bool | None,
+) -> list[dict[str, Any]]:
+    """Report result rows (with the seconds each took) as they come: one error line per
+    failed job, each row as a JSON line with ``as_json``, a progress bar over ``total``.
+
+    A single job without ``--json`` that failed is raised as its :class:`FileError`.
     """
     from tqdm import tqdm
 
-    show_bar = progress if progress is not None else len(jobs) > 1 and sys.stderr.isatty()
+    show_bar = progress if progress is not None else total > 1 and sys.stderr.isatty()
     show_bar = show_bar and verbosity() >= 1
     results: list[dict[str, Any]] = []
     with tqdm(
-        total=len(jobs), file=sys.stderr, disable=not show_bar, unit="file", desc=desc, leave=False
+        total=total, file=sys.stderr, disable=not show_bar, unit="file", desc=desc, leave=False
     ) as bar:
-        for job in jobs:
-            start = time.perf_counter()
-            try:
-                result = {"input": job.name, "output": job.out_name, "ok": True, **work(job)}
-                if verbosity() >= 2:
-                    seconds = time.perf_counter() - start
-                    _echo_err(f"{job.name} -> {job.out_name}: {_sized(result)}{seconds:.2f} s", bar)
-            except FileError as exc:
-                if len(jobs) == 1 and not as_json:
-                    raise
-                _echo_err(f"fcodec: error: {exc.format_message()}", bar)
-                result = {
-                    "input": job.name,
-                    "output": job.out_name,
-                    "ok": False,
-                    "error": exc.format_message(),
-                }
-            results.append(result)
+        for row, seconds in rows:
+            if not row["ok"]:
+                if total == 1 and not as_json:
+                    raise FileError(row["error"])
+                _echo_err(f"fcodec: error: {row['error']}", bar)
+            elif verbosity() >= 2:
+                _echo_err(f"{row['input']} -> {row['output']}: {_sized(row)}{seconds:.2f} s", bar)
+            results.append(row)
             if as_json:
-                click.echo(json.dumps(result))
+                click.echo(json.dumps(row))
             bar.update()
     return results
 
 
 # --------------------------------------------------------------------------- images
-
-
-def check_image(data: bytes, name: str) -> None:
-    """FileError unless Pillow can open ``data`` (its header) and the picture fits a .fcb file;
-    a cheap check before the model loads (damage further in is found while coding)."""
-    from fusioncodec.sources import image_size
-
-    with errors(name):
-        width, height = image_size(data)
-    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
-        raise FileError(
-            f"{name}: image is {width}x{height}; .fcb allows 1..{MAX_SIDE} pixels per side "
-            f"and at most {MAX_PIXELS} pixels"
-        )
 
 
 def image_format(path: Path | None) -> str:
