@@ -18,6 +18,7 @@ from fusioncodec.cli.common import (
     CliError,
     FileError,
     LayersType,
+    check_qualities_early,
     codec_loader,
     device_option,
     errors,
@@ -33,6 +34,7 @@ from fusioncodec.cli.common import (
     verbosity_options,
     weights_option,
 )
+from fusioncodec.cli.engines import chosen_engine, engine_options, planned_jobs, run_on_ray
 from fusioncodec.cli.jobs import image_format, plan_outputs, run_jobs
 from fusioncodec.container import LAYER_KINDS, MAX_HEADER_SIZE, peek_header
 from fusioncodec.file_jobs import (
@@ -48,6 +50,30 @@ from fusioncodec.file_jobs import (
 )
 from fusioncodec.messages import printable
 from fusioncodec.sources import default_layer, regular_file
+
+
+def failed_text(failed: int) -> str:
+    return f", {failed} failed" if failed else ""
+
+
+def ray_task(
+    kind: str,
+    inputs: tuple[str, ...],
+    output: str | None,
+    weights: str | None,
+    device: str,
+    engine: Any,
+    force: bool,
+    options: dict[str, Any],
+) -> Any:
+    """The Ray workers' task for these inputs (URIs name their file systems)."""
+    from fusioncodec.distributed import task_for
+    from fusioncodec.errors import FusionCodecError
+
+    try:
+        return task_for(kind, inputs[0], output, weights, [], device, engine, force, options)
+    except FusionCodecError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _named_layer(source: str, layer: str) -> str:
@@ -88,6 +114,7 @@ def _named_layer(source: str, layer: str) -> str:
 )
 @weights_option
 @device_option
+@engine_options
 @force_option
 @json_option
 @progress_option
@@ -115,22 +142,34 @@ def encode(
     for q in checked:
         if not (math.isfinite(q) and q >= 1):  # the upper bound depends on the model
             raise CliError(f"quality must be a finite number of at least 1, got {q}")
-    jobs = plan_outputs(inputs, output, lambda src: f"{Path(src).stem}.fcb", as_json=as_json)
-    get_codec = codec_loader(weights, device, checked)
+    engine = chosen_engine()
+    jobs = planned_jobs(
+        inputs, output, lambda src: f"{Path(src).stem}.fcb", kind="encode", layer="machine",
+        engine=engine, as_json=as_json,
+    )  # fmt: skip
+    options = {"layers": layers, "quality": quality, "human_quality": human_quality}
+    if engine is not None:
+        check_qualities_early(weights, "scalable", checked)
+        task = ray_task("encode", inputs, output, weights, device, engine, force, options)
+        results = run_on_ray(jobs, task, engine, desc="encode", as_json=as_json, progress=progress)
+    else:
+        get_codec = codec_loader(weights, device, checked)
 
-    def work(job: Job) -> dict[str, Any]:
-        return encode_job(job, get_codec, layers, quality, human_quality, force)
+        def work(job: Job) -> dict[str, Any]:
+            return encode_job(job, get_codec, layers, quality, human_quality, force)
 
-    results = run_jobs(jobs, work, desc="encode", as_json=as_json, progress=progress)
-    done = [r for r in results if r["ok"]]
-    failed = len(results) - len(done)
+        results = run_jobs(jobs, work, desc="encode", as_json=as_json, progress=progress)
+    skipped = sum(bool(r.get("skipped")) for r in results)
+    done = [r for r in results if r["ok"] and not r.get("skipped")]
+    failed = sum(not r["ok"] for r in results)
     n_bytes = sum(r["bytes"] for r in done)
     pixels = sum(r["width"] * r["height"] for r in done)
     mean_bpp = bpp(n_bytes, pixels) if pixels else 0.0
     if as_json:
         summary = {"summary": "encode", "files": len(done), "failed": failed, "bytes": n_bytes}
-        click.echo(json.dumps({**summary, "bpp": mean_bpp}))
-    elif len(jobs) == 1:
+        extra = {"skipped": skipped} if skipped else {}
+        click.echo(json.dumps({**summary, "bpp": mean_bpp, **extra}))
+    elif len(jobs) == 1 and done:
         r = done[0]
         per_layer = ", ".join(f"{x['kind']} {x['bpp']:.3f} bpp" for x in r["layers"])
         note(
@@ -141,7 +180,7 @@ def encode(
         line = f"encoded {plural(len(done), 'file')}"
         if done:
             line += f", {size(n_bytes)}, {mean_bpp:.2f} bpp avg"
-        note(line + (f", {failed} failed" if failed else ""))
+        note(line + (f", {skipped} skipped (exist)" if skipped else "") + failed_text(failed))
     finish(failed)
 
 
@@ -158,6 +197,7 @@ def encode(
 )
 @weights_option
 @device_option
+@engine_options
 @force_option
 @json_option
 @progress_option
@@ -181,26 +221,38 @@ def decode(
     def name_for(source: str) -> str:
         return f"{Path(source).stem}.{_named_layer(source, layer)}.png"
 
-    jobs = plan_outputs(inputs, output, name_for, as_json=as_json)
-    formats = {job.output: image_format(job.output) for job in jobs}
-    get_codec = codec_loader(weights, device)
+    engine = chosen_engine()
+    jobs = planned_jobs(
+        inputs, output, name_for, kind="decode", layer=layer, engine=engine, as_json=as_json
+    )
+    formats = [image_format(None if job.output is None else Path(job.output)) for job in jobs]
+    if engine is not None:
+        check_qualities_early(weights, "scalable", [])
+        task = ray_task("decode", inputs, output, weights, device, engine, force, {"layer": layer})
+        results = run_on_ray(
+            jobs, task, engine, formats=formats, desc="decode", as_json=as_json, progress=progress
+        )
+    else:
+        get_codec = codec_loader(weights, device)
+        format_of = dict(zip(jobs, formats, strict=True))
 
-    def work(job: Job) -> dict[str, Any]:
-        assert job.output is None or isinstance(job.output, Path)
-        return decode_job(job, get_codec, layer, formats[job.output], force)
+        def work(job: Job) -> dict[str, Any]:
+            return decode_job(job, get_codec, layer, format_of[job], force)
 
-    results = run_jobs(jobs, work, desc="decode", as_json=as_json, progress=progress)
-    done = sum(r["ok"] for r in results)
-    failed = len(results) - done
+        results = run_jobs(jobs, work, desc="decode", as_json=as_json, progress=progress)
+    skipped = sum(bool(r.get("skipped")) for r in results)
+    done = sum(r["ok"] and not r.get("skipped") for r in results)
+    failed = sum(not r["ok"] for r in results)
     if as_json:
-        click.echo(json.dumps({"summary": "decode", "files": done, "failed": failed}))
-    elif len(jobs) == 1:
+        extra = {"skipped": skipped} if skipped else {}
+        click.echo(json.dumps({"summary": "decode", "files": done, "failed": failed, **extra}))
+    elif len(jobs) == 1 and done:
         r = results[0]
         note(f"{r['input']} -> {r['output']}: {r['layer']} layer, {r['width']}x{r['height']}")
     else:
-        layers = sorted({r["layer"] for r in results if r["ok"]}) or [layer]
+        layers = sorted({r["layer"] for r in results if "layer" in r}) or [layer]
         line = f"decoded {plural(done, 'file')} ({' and '.join(layers)} layer)"
-        note(line + (f", {failed} failed" if failed else ""))
+        note(line + (f", {skipped} skipped (exist)" if skipped else "") + failed_text(failed))
     finish(failed)
 
 
