@@ -80,7 +80,7 @@ def other_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------------- start-up
 
 
-def test_help_version_info_strip_do_not_import_torch(data: Path, tmp_path: Path) -> None:
+def test_help_version_info_strip_do_not_import_torch_or_ray(data: Path, tmp_path: Path) -> None:
     code = f"""
 import sys
 from click.testing import CliRunner
@@ -93,7 +93,7 @@ for args in (["--help"], ["--version"], ["encode", "--help"], ["decode", "--help
     assert res.exit_code == 0, (args, res.output)
 import fusioncodec
 assert fusioncodec.__version__ in r.invoke(cli, ["--version"]).output
-bad = [m for m in ("torch", "numpy", "tqdm") if m in sys.modules]  # PIL: the plugin (40 ms)
+bad = [m for m in ("torch", "numpy", "tqdm", "ray", "pyarrow") if m in sys.modules]  # PIL: plugin
 assert not bad, bad
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -133,7 +133,8 @@ def encode(
 ) -> None:
     """Encode images (or - for stdin) into .fcb files.
 
-    Without -o, IMAGE's output is <stem>.fcb beside it; with -o DIR, DIR/<stem>.fcb.
+    Without -o, IMAGE's output is <stem>.fcb beside it; with -o DIR, DIR/<stem>.fcb. A
+    folder stands for the pictures in it (with --engine ray, also a URI such as s3://...).
     """
     if human_quality is not None and "human" not in layers:
         raise CliError("--human-quality sets the human layer, which --layers machine leaves out")
@@ -216,7 +217,8 @@ def decode(
 
     The output extension picks the format (PNG for -, or no extension). Without -o the
     output is <stem>.<layer>.png beside the input; with -o DIR, DIR/<stem>.<layer>.png
-    (with --layer auto, the layer the file's header names as its best).
+    (with --layer auto, the layer the file's header names as its best). A folder stands
+    for the .fcb files in it (with --engine ray, also a URI such as s3://...).
     """
     def name_for(source: str) -> str:
         return f"{Path(source).stem}.{_named_layer(source, layer)}.png"

@@ -17,6 +17,7 @@ import click
 
 from fusioncodec.cli.common import CliError, show
 from fusioncodec.cli.jobs import plan_outputs, report_rows
+from fusioncodec.file_jobs import STDIO
 
 if TYPE_CHECKING:
     from fusioncodec.distributed import Engine, Task
@@ -35,24 +36,23 @@ def engine_options(f: F) -> F:
         given = ctx.get_parameter_source(param.name or "") != click.core.ParameterSource.DEFAULT
         ctx.meta.setdefault(KEY, {})[param.name] = (value, given)
 
-    for names, kwargs in reversed(
-        [
-            (("--engine",), {"type": click.Choice(["local", "ray"]), "default": "local",
-             "show_default": True, "help": "Run here, or on Ray workers (pip install "
-             "'fusioncodec[ray]'; resumes: existing outputs are skipped)."}),
-            (("--address",), {"metavar": "auto|HOST:PORT", "help": "Ray: join this cluster "
-             "(default: start Ray on this machine)."}),
-            (("--workers",), {"type": click.IntRange(1, 10_000), "default": 2, "show_default":
-             True, "help": "Ray: workers, each loading the model once."}),
-            (("--threads-per-worker",), {"type": click.IntRange(1, 1024), "default": 1,
-             "show_default": True, "help": "Ray: CPU threads (and CPUs reserved) per worker."}),
-            (("--gpus-per-worker",), {"type": click.FloatRange(0, 64), "default": 0.0,
-             "help": "Ray: GPUs per worker (fractions share one)."}),
-            (("--retries",), {"type": click.IntRange(0, 100), "default": 3, "show_default":
-             True, "help": "Ray: tries after a worker dies on a file, before it is failed."}),
-        ]
-    ):  # fmt: skip
-        f = click.option(*names, expose_value=False, callback=keep, **kwargs)(f)
+    options: list[tuple[str, dict[str, Any]]] = [
+        ("--engine", {"type": click.Choice(["local", "ray"]), "default": "local",
+         "help": "Run here, or on Ray workers (pip install 'fusioncodec[ray]'), which skip "
+         "outputs that exist (a rerun resumes)."}),
+        ("--address", {"metavar": "auto|HOST:PORT",
+         "help": "Ray: join this cluster (default: start Ray here)."}),
+        ("--workers", {"type": click.IntRange(1, 10_000), "metavar": "N", "default": 2,
+         "help": "Ray: workers, each loading the model once."}),
+        ("--threads-per-worker", {"type": click.IntRange(1, 1024), "metavar": "T", "default": 1,
+         "help": "Ray: CPU threads (and CPUs reserved) per worker."}),
+        ("--gpus-per-worker", {"type": click.FloatRange(0, 64), "metavar": "G", "default": 0.0,
+         "help": "Ray: GPUs per worker (fractions share one)."}),
+        ("--retries", {"type": click.IntRange(0, 100), "metavar": "N", "default": 3,
+         "help": "Ray: tries after a worker dies on a file, before it is failed."}),
+    ]  # fmt: skip
+    for name, kwargs in reversed(options):
+        f = click.option(name, expose_value=False, callback=keep, show_default=True, **kwargs)(f)
     return f
 
 
@@ -103,6 +103,8 @@ def planned_jobs(
             what = "pictures" if kind == "encode" else ".fcb files"
             raise CliError(f"{show(folder)}: no {what} in this folder")
         output = os.path.join(output if output is not None else folder, "")
+    if engine is not None and (STDIO in inputs or output == STDIO):
+        raise CliError("--engine ray codes files: not stdin or stdout (-)")
     return plan_outputs(inputs, output, name_for, as_json=as_json)
 
 
