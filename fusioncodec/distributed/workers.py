@@ -14,7 +14,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fusioncodec.distributed.folders import FolderFiles
-from fusioncodec.file_jobs import Files, Job, decode_job, encode_job, read_coded, run_job
+from fusioncodec.file_jobs import (
+    FileFailure,
+    Files,
+    Job,
+    decode_job,
+    encode_job,
+    read_coded,
+    run_job,
+)
+from fusioncodec.messages import error_reason
 
 __all__ = ["KillingFiles", "Task", "Worker"]
 
@@ -48,15 +57,21 @@ class Worker:
         torch.set_num_threads(task.threads)
         if task.cwd and os.path.isdir(task.cwd):
             os.chdir(task.cwd)
-        self.codec: Any = None
         files: Files = FolderFiles(task.source_fs, task.output_fs)
         self.files = files if task.kill_hook is None else KillingFiles(files, task.kill_hook)
+        self.codec: Any = None
+        self.load_error = ""
+        try:  # now, so that a file's time is its own; a failure fails every file, one by one
+            import fusioncodec
+
+            self.codec = fusioncodec.load(task.weights, task.device)
+        except (ValueError, OSError, RuntimeError, MemoryError) as exc:
+            where = task.weights or "the default weights"
+            self.load_error = f"cannot load {where} on this worker: {error_reason(exc)}"
 
     def get_codec(self) -> Any:
         if self.codec is None:
-            import fusioncodec
-
-            self.codec = fusioncodec.load(self.task.weights, self.task.device)
+            raise FileFailure(self.load_error)
         return self.codec
 
     def work(self, job: Job, image_format: str) -> dict[str, Any]:
