@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +123,24 @@ def test_sizes_only_shrink() -> None:
     assert not grown, f"grew (listed, now): {grown}"
     fixed = sorted(set(OVERSIZE) - set(sizes))
     assert not fixed, f"fit now; take them off OVERSIZE: {fixed}"
+
+
+def test_architecture_doc_names_every_module() -> None:
+    """docs/ARCHITECTURE.md places every module (``name.py``) and sub-package (``name/``)
+    of the package, and every script under scripts/reproduce/."""
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+
+    def named(text: str) -> bool:
+        return re.search(r"(?<![\w.])" + re.escape(text), doc) is not None
+
+    missing = []
+    for path in _modules() + sorted((ROOT / "scripts" / "reproduce").glob("*.*")):
+        if path == PACKAGE / "__init__.py":
+            continue
+        name = f"{path.parent.name}/" if path.name == "__init__.py" else path.name
+        if not named(name):
+            missing.append(_name(path))
+    assert not missing, f"not named in docs/ARCHITECTURE.md: {missing}"
 
 
 @pytest.mark.parametrize("path", _modules(), ids=_name)
