@@ -246,6 +246,26 @@ def test_batch_encode_json_progress_and_decode(work: Path, tiny_weights: Path) -
     assert res.stderr.strip() == "decoded 2 files (human layer)"
 
 
+def test_a_folder_stands_for_its_pictures_and_fcb_files(work: Path, tiny_weights: Path) -> None:
+    folder = work / "shots"
+    folder.mkdir()
+    for stem in ("a", "b"):
+        shutil.copy(work / f"{stem}.png", folder)
+    (folder / "notes.txt").write_text("not a picture, and not listed")
+    ok(run(["encode", folder], tiny_weights))  # no -o: beside the pictures
+    assert files_in(folder) == {"a.png", "b.png", "notes.txt", "a.fcb", "b.fcb"}
+    res = ok(run(["decode", folder, "-o", work / "seen", "--layer", "machine"], tiny_weights))
+    assert files_in(work / "seen") == {"a.machine.png", "b.machine.png"}
+    assert "decoded 2 files" in res.stderr
+    (work / "empty").mkdir()
+    assert_one_line_error(run(["encode", work / "empty"], tiny_weights), "no pictures")
+    assert_one_line_error(run(["decode", work / "empty"], tiny_weights), "no .fcb files")
+    res = run(["encode", folder, "--workers", 2], tiny_weights)
+    assert_one_line_error(res, "--workers needs --engine ray")
+    res = run(["encode", "-", "-o", work / "x.fcb", "--engine", "ray"], tiny_weights)
+    assert_one_line_error(res, "not stdin or stdout")
+
+
 def test_batch_same_stem_refused_before_writing(work: Path, tiny_weights: Path) -> None:
     (work / "x").mkdir()
     shutil.copy(work / "a.png", work / "x" / "a.png")

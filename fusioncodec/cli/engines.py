@@ -136,30 +136,39 @@ def run_on_ray(
     )
     driver.start()
     rows_in.close()
+    received = Received(rows_out, log.name)
     try:
-        return report_rows(
-            _received(rows_out, log.name), len(jobs), desc=desc, as_json=as_json, progress=progress
-        )
+        return report_rows(received, len(jobs), desc=desc, as_json=as_json, progress=progress)
     finally:
         rows_out.close()
         driver.join(timeout=30)
         if driver.is_alive():
             driver.kill()
-        if driver.exitcode == 0:
+        if not received.lost:
             os.unlink(log.name)
 
 
-def _received(rows: Any, log: str) -> Iterator[tuple[dict[str, Any], float]]:
-    while True:
-        try:
-            kind, value = rows.recv()
-        except EOFError:
-            raise CliError(f"the Ray driver ended unexpectedly; its log: {show(log)}") from None
-        if kind == "done":
-            return
-        if kind == "error":
-            raise CliError(value)
-        yield value
+class Received:
+    """The rows the driver process sends, as ``(row, seconds)``; ``lost`` once it ended
+    without saying it was done (its log is then kept and named)."""
+
+    def __init__(self, rows: Any, log: str) -> None:
+        self.rows, self.log, self.lost = rows, log, False
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any], float]]:
+        while True:
+            try:
+                kind, value = self.rows.recv()
+            except EOFError:
+                self.lost = True
+                raise CliError(
+                    f"the Ray driver ended unexpectedly; its log: {show(self.log)}"
+                ) from None
+            if kind == "done":
+                return
+            if kind == "error":
+                raise CliError(value)
+            yield value
 
 
 def drive(
@@ -174,9 +183,12 @@ def drive(
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
     try:
-        for item in run_dataset_jobs(jobs, task, engine, formats):
-            rows.send(("row", item))
-    except FusionCodecError as exc:
-        rows.send(("error", str(exc)))
-    else:
-        rows.send(("done", None))
+        try:
+            for item in run_dataset_jobs(jobs, task, engine, formats):
+                rows.send(("row", item))
+        except FusionCodecError as exc:
+            rows.send(("error", str(exc)))
+        else:
+            rows.send(("done", None))
+    except BrokenPipeError:
+        pass  # the command stopped reading (its one file failed): nothing left to say
