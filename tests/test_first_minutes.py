@@ -150,3 +150,25 @@ def test_missing_weights_fail_before_torch_loads(picture: Path, tmp_path: Path) 
     command = [sys.executable, "-c", code]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "name"), [(["bench"], "fcodec bench"), (["eval", "human"], "fcodec eval human")]
+)
+def test_a_command_whose_module_cannot_import_is_a_one_line_error(
+    args: list[str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The top group and ``fcodec eval`` load their commands lazily through one class: a
+    command whose module fails to import says so in one line, at either level."""
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(module: str, *rest: object) -> object:
+        if module.startswith(("fusioncodec.cli.bench", "fusioncodec.cli.eval_human")):
+            raise ImportError("No module named 'onnxruntime'")
+        return real(module, *rest)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    result = CliRunner().invoke(cli, args)
+    assert_one_line_error(result, f"{name} is not available here", "onnxruntime")

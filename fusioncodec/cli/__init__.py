@@ -28,7 +28,7 @@ import click
 
 from fusioncodec import __version__
 from fusioncodec.cli.coding import decode, encode, info, strip
-from fusioncodec.cli.common import CliError, FileError
+from fusioncodec.cli.common import CliError, FileError, LazyGroup
 from fusioncodec.cli.export import export_command
 from fusioncodec.cli.train import train
 from fusioncodec.messages import error_reason, one_line
@@ -44,38 +44,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class FcodecGroup(click.Group):
-    """Command group that reports stray ``ValueError``/``OSError`` as one-line errors.
-
-    Commands in :data:`LAZY_COMMANDS` live in their own modules and are imported only when
-    invoked (or when their own ``--help`` is shown), so start-up stays instant.
+class FcodecGroup(LazyGroup):
+    """The ``fcodec`` group: the commands of :data:`LAZY_COMMANDS` are imported only when
+    they run (start-up stays instant), stray ``ValueError``/``OSError`` are one-line errors.
     """
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
-            import importlib
-
-            module, attr, short = LAZY_COMMANDS[cmd_name]
-            try:
-                return getattr(importlib.import_module(module), attr)
-            except ImportError as exc:
-                reason = f"fcodec {cmd_name} is not available here ({error_reason(exc)})"
-
-                def unavailable() -> None:
-                    raise CliError(reason)
-
-                return click.Command(cmd_name, callback=unavailable, help=f"{short} (unavailable)")
-        return super().get_command(ctx, cmd_name)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, cmd.get_short_help_str(60)) for name, cmd in self.commands.items()]
-        rows += [(name, short) for name, (_, _, short) in LAZY_COMMANDS.items()]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(sorted(rows))
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """click's main, with one-line usage errors (exit 2) and exit 130 on Ctrl-C, however
@@ -148,7 +120,9 @@ def _interrupts_noted() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-@click.group(cls=FcodecGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=FcodecGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, "-V", "--version", prog_name="fcodec")
 def cli() -> None:
     """Scalable learned image codec: one .fcb file, a layer for machines and one for people.

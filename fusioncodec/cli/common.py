@@ -57,6 +57,47 @@ def errors(name: str) -> Iterator[None]:
         raise FileError(str(exc)) from None
 
 
+# --------------------------------------------------------------------------- groups
+
+
+class LazyGroup(click.Group):
+    """A group whose commands in ``lazy`` (name: (module, attribute, one-line help)) are
+    imported only when they run or show their own help; one whose module cannot be imported
+    runs as a one-line error saying so."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module, attr, short = self.lazy[cmd_name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                where = " ".join(["fcodec", *ctx.command_path.split()[1:], cmd_name])
+                reason = f"{where} is not available here"
+                reason += f" ({error_reason(exc)})"
+
+                def unavailable() -> None:
+                    raise CliError(reason)
+
+                return click.Command(cmd_name, callback=unavailable, help=f"{short} (unavailable)")
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str(60)) for name, cmd in self.commands.items()]
+        rows += [(name, short) for name, (_, _, short) in self.lazy.items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
+
+
 # --------------------------------------------------------------------------- options
 
 
