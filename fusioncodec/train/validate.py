@@ -31,7 +31,10 @@ def validate(
     """Mean real-coded bpp and PSNR per quality (human layer, or the baseline's only layer)."""
     loaded = _frozen_copy(model, kind, card_config)
     out: dict[str, float] = {}
-    pictures = [Image.open(p).convert("RGB") for p in images]
+    pictures = []
+    for path in images:
+        with Image.open(path) as image:  # converted pictures do not hold their files open
+            pictures.append(image.convert("RGB"))
     if kind == "scalable":
         codec = Codec(loaded, "cpu")
         for q in qualities:
