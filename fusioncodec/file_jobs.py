@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from fusioncodec.codec import Codec
 
 __all__ = [
+    "EXPECTED",
     "LOCAL",
     "STDIO",
     "FileFailure",
@@ -63,6 +64,11 @@ def show(path: str | Path | None) -> str:
     return "<stdin>" if str(path) == STDIO else shown_path(path)
 
 
+# What work on one file may raise that is about the file: FormatError and WeightsError are
+# ValueErrors; RuntimeError and MemoryError come from torch.
+EXPECTED = (ValueError, OSError, EOFError, RuntimeError, MemoryError)
+
+
 @contextmanager
 def failures(name: str) -> Iterator[None]:
     """Turn the expected exceptions of work on ``name`` into a :class:`FileFailure`."""
@@ -70,8 +76,7 @@ def failures(name: str) -> Iterator[None]:
         yield
     except (FileFailure, BrokenPipeError):
         raise
-    # FormatError and WeightsError are ValueErrors; RuntimeError/MemoryError come from torch.
-    except (ValueError, OSError, EOFError, RuntimeError, MemoryError) as exc:
+    except EXPECTED as exc:
         raise FileFailure(f"{name}: {error_reason(exc)}") from None
 
 
@@ -111,18 +116,21 @@ def container_stats(container: Container) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Job:
-    """One input and where its result goes (``output`` None: stdout)."""
+    """One input and where its result goes (``output`` None: stdout); ``shown``: the names
+    messages and rows give them, when not the paths themselves (a worker elsewhere works on
+    absolute paths and reports the names the user gave)."""
 
     source: str
     output: str | Path | None
+    shown: tuple[str, str] | None = None
 
     @property
     def name(self) -> str:
-        return show(self.source)
+        return self.shown[0] if self.shown else show(self.source)
 
     @property
     def out_name(self) -> str:
-        return show(self.output)
+        return self.shown[1] if self.shown else show(self.output)
 
 
 # --------------------------------------------------------------------------- where bytes live

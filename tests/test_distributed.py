@@ -99,6 +99,7 @@ def test_a_rerun_skips_what_exists_and_force_redoes_everything(
     stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     again = encode_dataset(pictures, tmp_path, quality=3, weights=tiny_weights)
     assert (again.done, again.skipped, again.failed) == (0, 3, 1)
+    assert [r["input"] for r in again.rows] == [str(p) for p in sorted(pictures.iterdir())]
     assert [r["input"] for r in again.rows if not r["ok"]] == [str(pictures / "broken.png")]
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
     forced = encode_dataset(pictures, tmp_path, quality=3, weights=tiny_weights, force=True)
@@ -168,7 +169,21 @@ def test_decoding_on_ray_matches_the_local_engine(
         assert np.array_equal(pixels, np.asarray(expected))
 
 
-def test_engine_options_are_checked_before_any_work(tiny_weights: Path, pictures: Path) -> None:
+def test_a_worker_no_machine_can_hold_is_refused_not_waited_for(
+    cluster: str, pictures: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    base = ["encode", pictures, "-o", tmp_path, "--engine", "ray", "--address", cluster]
+    result = fcodec([*base, "--threads-per-worker", 64], tiny_weights)
+    assert_one_line_error(result, "no machine of the Ray cluster has 64 CPUs")
+    result = fcodec([*base, "--gpus-per-worker", 1], tiny_weights)
+    assert_one_line_error(result, "1 GPUs for one worker")
+    result = fcodec([*base, "--device", "cpu"], tiny_weights)  # the same, runs
+    assert result.exit_code == 1 and sorted(outputs(tmp_path)) == ["a.fcb", "b.fcb", "c.fcb"]
+
+
+def test_engine_options_are_checked_before_any_work(
+    tiny_weights: Path, pictures: Path, tmp_path: Path
+) -> None:
     assert_one_line_error(
         fcodec(["encode", pictures, "-o", "x", "--workers", 3], tiny_weights),
         "--workers needs --engine ray",
@@ -178,6 +193,16 @@ def test_engine_options_are_checked_before_any_work(tiny_weights: Path, pictures
     )
     missing = ["encode", pictures, "-o", "x", "--engine", "ray", "--weights", "none.safetensors"]
     assert_one_line_error(CliRunner().invoke(cli, [str(a) for a in missing]), "none.safetensors")
+    refused = {
+        ("-o", "-"): "single input",  # a folder is several inputs
+        ("-o", tmp_path / "out.fcb"): "names a file, but a folder input needs -o DIR",
+        ("-o", "s3://bucket/out", "--engine", "ray"): "a URI works as the one input",
+    }
+    for extra, message in refused.items():
+        assert_one_line_error(fcodec(["encode", pictures, *extra], tiny_weights), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made, not even a folder
+    uri_to_stdout = ["encode", "s3://bucket/in", "-o", "-", "--engine", "ray"]
+    assert_one_line_error(fcodec(uri_to_stdout, tiny_weights), "not stdin or stdout")
 
 
 def test_the_ray_detection_example_scores_what_eval_machine_scores(

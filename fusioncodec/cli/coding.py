@@ -318,7 +318,7 @@ def strip(source: str, output: str, force: bool, as_json: bool) -> None:
     size_before = container_stats(container)["bytes"]
     with errors(job.name):
         stripped = container.without_human().to_bytes()
-        write_output(job, stripped, force)
+    write_output(job, stripped, force)
     pixels = container.width * container.height
     had_human = "human" in container.kinds
     if as_json:

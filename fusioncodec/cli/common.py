@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 
 from fusioncodec.container import LAYER_KINDS
-from fusioncodec.file_jobs import FileFailure, failures, show
+from fusioncodec.file_jobs import EXPECTED, FileFailure, show
 from fusioncodec.messages import error_reason, one_line
 
 if TYPE_CHECKING:
@@ -51,10 +51,13 @@ class FileError(CliError):
 def errors(name: str) -> Iterator[None]:
     """Turn the expected exceptions of work on ``name`` into a :class:`FileError`."""
     try:
-        with failures(name):
-            yield
+        yield
+    except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        raise
     except FileFailure as exc:
         raise FileError(str(exc)) from None
+    except EXPECTED as exc:
+        raise FileError(f"{name}: {error_reason(exc)}") from None
 
 
 # --------------------------------------------------------------------------- groups

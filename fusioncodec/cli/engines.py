@@ -82,30 +82,52 @@ def planned_jobs(
 ) -> list[Job]:
     """The jobs of the inputs: files as given, a folder as the pictures (``encode``) or
     ``.fcb`` files (``decode``) in it, written to ``-o DIR`` or beside them; a URI
-    (``s3://``...) names a folder for the Ray engine."""
-    if len(inputs) == 1 and "://" in inputs[0]:
-        if engine is None:
-            raise CliError(f"{show(inputs[0])}: a URI needs --engine ray")
+    (``s3://``...) names a folder for the Ray engine, whose output is a folder or URI."""
+    uris = [i for i in [*inputs, output or ""] if "://" in i]
+    if engine is not None and (STDIO in inputs or output == STDIO):
+        raise CliError("--engine ray codes files: not stdin or stdout (-)")
+    if uris and engine is None:
+        raise CliError(f"{show(uris[0])}: a URI needs --engine ray")
+    if uris and not (len(inputs) == 1 and "://" in inputs[0]):
+        raise CliError("a URI works as the one input (a folder), with -o DIR or -o URI")
+    if uris:
         if output is None:
             raise CliError("a URI input needs -o DIR or -o URI")
         from fusioncodec.distributed import dataset_jobs
+        from fusioncodec.errors import FusionCodecError
 
-        return dataset_jobs(inputs[0], output, kind, layer)
+        try:
+            return dataset_jobs(inputs[0], output, kind, layer)
+        except FusionCodecError as exc:
+            raise CliError(str(exc)) from None
     if len(inputs) == 1 and os.path.isdir(inputs[0]):
-        from fusioncodec.files import is_image
-
-        folder = inputs[0]
-        wanted = is_image if kind == "encode" else lambda p: p.suffix.lower() == ".fcb"
-        from pathlib import Path
-
-        inputs = sorted(str(p) for p in Path(folder).iterdir() if wanted(p) and p.is_file())
-        if not inputs:
-            what = "pictures" if kind == "encode" else ".fcb files"
-            raise CliError(f"{show(folder)}: no {what} in this folder")
-        output = os.path.join(output if output is not None else folder, "")
-    if engine is not None and (STDIO in inputs or output == STDIO):
-        raise CliError("--engine ray codes files: not stdin or stdout (-)")
+        inputs, output = _folder_inputs(inputs[0], output, kind)
     return plan_outputs(inputs, output, name_for, as_json=as_json)
+
+
+def _folder_inputs(folder: str, output: str | None, kind: str) -> tuple[list[str], str]:
+    """The files a folder input stands for, and ``-o`` as the folder their outputs go to
+    (the folder itself without ``-o``)."""
+    from pathlib import Path
+
+    from fusioncodec.files import is_image
+
+    wanted = is_image if kind == "encode" else lambda p: p.suffix.lower() == ".fcb"
+    inputs = sorted(str(p) for p in Path(folder).iterdir() if wanted(p) and p.is_file())
+    if not inputs:
+        what = "pictures" if kind == "encode" else ".fcb files"
+        raise CliError(f"{show(folder)}: no {what} in this folder")
+    if output == STDIO:
+        raise CliError("-o - (stdout) takes a single input; use -o DIR for a folder")
+    if output is None:
+        return inputs, os.path.join(folder, "")
+    target = Path(output)
+    if not target.is_dir() and (target.exists() or target.suffix) and not output.endswith("/"):
+        raise CliError(
+            f"{show(output)} names a file, but a folder input needs -o DIR "
+            f"(write {show(output)}/ to make a directory of that name)"
+        )
+    return inputs, os.path.join(output, "")
 
 
 def run_on_ray(
@@ -134,18 +156,32 @@ def run_on_ray(
     driver = context.Process(
         target=drive, args=(rows_in, list(jobs), task, engine, list(formats), log.name)
     )
-    driver.start()
-    rows_in.close()
     received = Received(rows_out, log.name)
     try:
+        driver.start()
+        rows_in.close()
         return report_rows(received, len(jobs), desc=desc, as_json=as_json, progress=progress)
     finally:
         rows_out.close()
-        driver.join(timeout=30)
-        if driver.is_alive():
-            driver.kill()
+        _stop(driver)
         if not received.lost:
             os.unlink(log.name)
+
+
+def _stop(driver: Any) -> None:
+    """Wait for the driver process to end; one still running (this command stopped early)
+    is interrupted, so that it sweeps its temporaries and stops Ray, then killed."""
+    import signal
+
+    if driver.pid is None:
+        return
+    driver.join(timeout=20)
+    if driver.is_alive():
+        os.kill(driver.pid, signal.SIGINT)
+        driver.join(timeout=30)
+    if driver.is_alive():
+        driver.kill()
+        driver.join()
 
 
 class Received:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fusioncodec.distributed.folders import Folder, FolderFiles, dataset_jobs
+from fusioncodec.distributed.folders import RAY_NEEDS, Folder, FolderFiles, dataset_jobs
 from fusioncodec.distributed.workers import Task, Worker
 from fusioncodec.errors import ArgumentError
 from fusioncodec.file_jobs import Files, Job, show
@@ -56,7 +56,7 @@ __all__ = [
     "task_for",
 ]
 
-RAY_MISSING = "the Ray engine needs Ray Data: pip install 'fusioncodec[ray]'"
+RAY_MISSING = f"the Ray engine needs Ray Data: {RAY_NEEDS}"
 KILL_HOOK = "FUSIONCODEC_TEST_KILL_WORKER"  # tests: {"input": NAME, "marker": PATH, "every": bool}
 
 
@@ -117,7 +117,9 @@ def _ray(engine: Engine) -> Any:
     if ray.is_initialized():
         return ray
     local = engine.address is None
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    quiet = "RAY_BACKEND_LOG_LEVEL" not in os.environ
+    if quiet:  # the C++ core's errors about actor restarts are rows here; read at start
+        os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
     try:
         with _stderr_silenced():  # the C++ core prints a line when it starts
             ray.init(
@@ -132,6 +134,9 @@ def _ray(engine: Engine) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = "start Ray here" if local else f"join the Ray cluster at {engine.address}"
         raise ArgumentError(f"cannot {where}: {error_reason(exc)}") from None
+    finally:
+        if quiet:
+            del os.environ["RAY_BACKEND_LOG_LEVEL"]
     return ray
 
 
@@ -179,46 +184,95 @@ def run_dataset_jobs(
     jobs: Sequence[Job], task: Task, engine: Engine, formats: Sequence[str] = ()
 ) -> Iterator[tuple[dict[str, Any], float]]:
     """Run ``jobs`` on Ray workers; yields each result row (as ``fcodec --json`` prints it)
-    with the seconds its worker spent, as they come. Outputs that exist are skipped unless
-    ``task.force``; a file whose worker died on every try is reported failed at the end."""
-    ray = _ray(engine)
-    task = replace(task, kill_hook=_kill_hook())
+    with the seconds its worker spent, in the order of ``jobs``. Outputs that exist are
+    skipped unless ``task.force``; a file whose worker died on every try is reported failed.
+    Ray starts (or is joined) only when there is something to do."""
+    if task.device == "cuda" and not engine.gpus_per_worker:
+        raise ArgumentError("device 'cuda' on Ray workers needs GPUs per worker (e.g. 1)")
     files: Files = FolderFiles(task.source_fs, task.output_fs)
-    todo, formats = [], list(formats) or ["PNG"] * len(jobs)
-    for job, fmt in zip(jobs, formats, strict=True):
+    local = task.output_fs is None
+    skipped: dict[int, dict[str, Any]] = {}
+    todo: list[dict[str, Any]] = []
+    for position, (job, fmt) in enumerate(zip(jobs, formats or ["PNG"] * len(jobs), strict=True)):
+        row = {"input": job.name, "output_name": job.out_name}
         if not task.force and job.output is not None and files.exists(job.output):
-            yield {"input": job.name, "output": job.out_name, "ok": True, "skipped": True}, 0.0
+            skipped[position] = {
+                "input": job.name, "output": job.out_name, "ok": True, "skipped": True
+            }  # fmt: skip
         else:
-            todo.append({"source": str(job.source), "output": str(job.output), "format": fmt})
-    if not todo:
-        return
+            source = os.path.abspath(job.source) if task.source_fs is None else job.source
+            output = os.path.abspath(str(job.output)) if local else str(job.output)
+            todo.append({"position": position, "source": source, "output": output, **row,
+                         "format": fmt})  # fmt: skip
+    seen: set[int] = set()
+    done = 0  # skipped rows are yielded where they stand among the others
+
+    def skipped_before(position: int) -> Iterator[tuple[dict[str, Any], float]]:
+        nonlocal done
+        for at in range(done, position):
+            if at in skipped:
+                yield skipped[at], 0.0
+        done = max(done, position)
+
+    if todo:
+        for row, seconds, position in _run_on_workers(todo, task, engine):
+            yield from skipped_before(position)
+            seen.add(position)
+            yield row, seconds
+    yield from skipped_before(len(jobs))
+    for item in todo:  # whose every worker died: at the end, once that is sure
+        if item["position"] not in seen:
+            yield _lost(item, engine), 0.0
+
+
+def _lost(item: dict[str, Any], engine: Engine) -> dict[str, Any]:
+    error = f"{item['input']}: its worker died on each of {engine.retries + 1} tries; not coded"
+    return {"input": item["input"], "output": item["output_name"], "ok": False, "error": error}
+
+
+def _run_on_workers(
+    todo: list[dict[str, Any]], task: Task, engine: Engine
+) -> Iterator[tuple[dict[str, Any], float, int]]:
+    """(row, seconds, position) of each item a worker finished, in the order of ``todo``
+    (an item whose every worker died gives nothing); temporaries of killed writers swept."""
+    ray = _ray(engine)
+    _check_room(ray, engine)
+    task = replace(task, kill_hook=_kill_hook())
     context = ray.data.DataContext.get_current()
     saved = context.max_errored_blocks, context.enable_progress_bars
     saved_order = context.execution_options.preserve_order
-    # a dead worker's file is reported from its missing row; rows come in the input's order
+    logger = logging.getLogger("ray.data")
+    saved_level = logger.level
+    # a dead worker's file is known from its missing row; rows come in the input's order
     context.max_errored_blocks, context.enable_progress_bars = -1, False
     context.execution_options.preserve_order = True
-    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-    seen: set[str] = set()
+    logger.setLevel(logging.CRITICAL)  # each failure is a row; Ray would log it again
     try:
         items = ray.data.from_items(todo, override_num_blocks=len(todo))
-        dataset = _workers(ray, items, task, engine)
-        for item in dataset.iter_rows():
-            row = json.loads(item["row"])
-            seen.add(row["input"])
-            yield row, float(item["seconds"])
+        for item in _workers(ray, items, task, engine).iter_rows():
+            yield json.loads(item["row"]), float(item["seconds"]), int(item["position"])
     finally:
         context.max_errored_blocks, context.enable_progress_bars = saved
         context.execution_options.preserve_order = saved_order
+        logger.setLevel(saved_level)
         if task.output_fs is None:
             for item in todo:
-                sweep_temporaries(Path(item["output"]))
-    tries = engine.retries + 1
-    for item in todo:
-        job = Job(item["source"], item["output"])
-        if job.name not in seen:
-            error = f"{job.name}: its worker died on each of {tries} tries; not coded"
-            yield {"input": job.name, "output": job.out_name, "ok": False, "error": error}, 0.0
+                sweep_temporaries(Path(os.path.realpath(item["output"])))
+
+
+def _check_room(ray: Any, engine: Engine) -> None:
+    """ArgumentError unless some machine of the cluster can hold one worker (Ray would
+    otherwise wait for one forever)."""
+    need = {"CPU": engine.threads_per_worker, "GPU": engine.gpus_per_worker}
+    for node in ray.nodes():
+        have = node.get("Resources", {})
+        if node.get("Alive") and all(have.get(k, 0) >= v for k, v in need.items() if v):
+            return
+    gpus = f" and {engine.gpus_per_worker:g} GPUs" if engine.gpus_per_worker else ""
+    raise ArgumentError(
+        f"no machine of the Ray cluster has {engine.threads_per_worker} CPUs{gpus} "
+        "for one worker (see --threads-per-worker, --gpus-per-worker)"
+    )
 
 
 def _summary(rows: Iterator[tuple[dict[str, Any], float]]) -> Summary:
@@ -313,7 +367,6 @@ def task_for(
         options,
         Folder.of(src).fs,
         None if dst is None else Folder.of(dst).fs,
-        os.getcwd(),
     )
 
 

@@ -16,7 +16,9 @@ from fusioncodec.errors import ArgumentError
 from fusioncodec.file_jobs import LOCAL, Job, show
 from fusioncodec.files import is_image
 
-__all__ = ["Folder", "FolderFiles", "dataset_jobs"]
+__all__ = ["RAY_NEEDS", "Folder", "FolderFiles", "dataset_jobs"]
+
+RAY_NEEDS = "pip install 'fusioncodec[ray]'"
 
 
 
@@ -32,8 +34,10 @@ class Folder:
         text = os.fspath(where)
         if "://" not in text:
             return cls(text)
-        from pyarrow import fs
-
+        try:
+            from pyarrow import fs
+        except ImportError:
+            raise ArgumentError(f"{show(text)}: a URI needs pyarrow: {RAY_NEEDS}") from None
         try:
             filesystem, path = fs.FileSystem.from_uri(text)
         except (ValueError, OSError) as exc:
@@ -74,8 +78,11 @@ class FolderFiles:
     def read_container(self, source: str) -> Any:
         if self.source_fs is None:
             return LOCAL.read_container(source)
+        from fusioncodec.file_jobs import FileFailure
         from fusioncodec.sources import read_container
 
+        if self.source_fs.get_file_info(source).size == 0:
+            raise FileFailure(f"{show(source)}: empty file")
         with self.source_fs.open_input_stream(source) as f:
             return read_container(f)
 

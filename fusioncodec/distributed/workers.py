@@ -22,6 +22,7 @@ from fusioncodec.file_jobs import (
     encode_job,
     read_coded,
     run_job,
+    show,
 )
 from fusioncodec.messages import error_reason
 
@@ -41,7 +42,6 @@ class Task:
     options: dict[str, Any] = field(default_factory=dict)
     source_fs: Any = None
     output_fs: Any = None
-    cwd: str = ""  # relative paths are the driver's: workers resolve them from here
     kill_hook: dict[str, Any] | None = None
 
 
@@ -55,8 +55,6 @@ class Worker:
 
         task = self.task
         torch.set_num_threads(task.threads)
-        if task.cwd and os.path.isdir(task.cwd):
-            os.chdir(task.cwd)
         files: Files = FolderFiles(task.source_fs, task.output_fs)
         self.files = files if task.kill_hook is None else KillingFiles(files, task.kill_hook)
         self.codec: Any = None
@@ -66,7 +64,7 @@ class Worker:
 
             self.codec = fusioncodec.load(task.weights, task.device)
         except (ValueError, OSError, RuntimeError, MemoryError) as exc:
-            where = task.weights or "the default weights"
+            where = show(task.weights) if task.weights else "the default weights"
             self.load_error = f"cannot load {where} on this worker: {error_reason(exc)}"
 
     def get_codec(self) -> Any:
@@ -87,18 +85,25 @@ class Worker:
         if self.task.kind == "machine":
             return self.machine_layer(batch)
         rows, seconds = [], []
-        items = zip(batch["source"], batch["output"], batch["format"], strict=True)
-        for source, output, fmt in items:
+        for at in range(len(batch["source"])):
             start = time.perf_counter()
-            job = Job(str(source), str(output))
-            try:
-                row = run_job(job, lambda j, f=str(fmt): self.work(j, f))
-            except Exception as exc:  # a bug, not the file: still one row, the job goes on
-                error = f"{job.name}: internal error ({type(exc).__name__}: {exc})"
-                row = {"input": job.name, "output": job.out_name, "ok": False, "error": error}
-            rows.append(json.dumps(row))
+            shown = (str(batch["input"][at]), str(batch["output_name"][at]))
+            job = Job(str(batch["source"][at]), str(batch["output"][at]), shown)
+            rows.append(json.dumps(self.row(job, str(batch["format"][at]))))
             seconds.append(time.perf_counter() - start)
-        return {"row": rows, "seconds": seconds}
+        return {"row": rows, "seconds": seconds, "position": list(batch["position"])}
+
+    def row(self, job: Job, image_format: str) -> dict[str, Any]:
+        """The job's result row. An output that exists already was written by an earlier
+        try of this file, whose worker died before its row came back: skipped, as a rerun
+        would."""
+        if not self.task.force and self.files.exists(str(job.output)):
+            return {"input": job.name, "output": job.out_name, "ok": True, "skipped": True}
+        try:
+            return run_job(job, lambda j: self.work(j, image_format))
+        except Exception as exc:  # a bug, not the file: still one row, the job goes on
+            error = f"{job.name}: internal error ({type(exc).__name__}: {exc})"
+            return {"input": job.name, "output": job.out_name, "ok": False, "error": error}
 
     def machine_layer(self, batch: dict[str, Any]) -> dict[str, list]:
         import numpy as np
