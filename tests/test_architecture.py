@@ -2,8 +2,10 @@
 
 * floors: the core never imports the command line, evaluation or training; evaluation and
   training never import the command line; training never imports evaluation;
-* no module imports another module's private name (``_name``);
-* size: no module over 400 lines and no function over 80, except the ones listed in
+* no module imports another module's private name (``_name``), nor reaches one as an
+  attribute of a module or class it imported;
+* size: no module over 400 lines and no function over 80 (from its first decorator: a
+  command's options count), except the ones listed in
   ``OVERSIZE``, which may only shrink (a listed item that fits is an error too, so the list
   stays true).
 """
@@ -25,8 +27,15 @@ UPPER = ("cli", "eval", "train")
 
 # Known oversize modules and functions (lines now), never to grow. container.py is the
 # reference implementation of the byte format (docs/FORMAT.md), kept whole on purpose.
+# Commands count from their first decorator: a click option stack is part of the command.
 OVERSIZE: dict[str, int] = {
     "fusioncodec/container.py": 423,
+    "fusioncodec/cli/bench.py::bench": 163,
+    "fusioncodec/cli/coding.py::encode": 93,
+    "fusioncodec/cli/eval_human.py::human": 138,
+    "fusioncodec/cli/eval_machine.py::machine": 165,
+    "fusioncodec/cli/masks.py::masks": 92,
+    "fusioncodec/cli/train.py::train": 208,
 }
 
 
@@ -98,6 +107,38 @@ def test_no_private_imports_across_modules(path: Path) -> None:
             assert last == "_torchvision", f"{_name(path)} imports private module {module}"
 
 
+def _dotted_names(node: ast.expr) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]``; None for anything but a chain of names."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
+
+
+@pytest.mark.parametrize("path", _modules() + _scripts(), ids=_name)
+def test_no_private_attributes_of_the_package_reached(path: Path) -> None:
+    """``module._name`` or ``Class._name`` through a name imported from fusioncodec (what
+    an object's private attributes are cannot be told from the source)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {
+                a.asname or a.name.split(".")[0]
+                for a in node.names
+                if a.name.startswith("fusioncodec")
+            }
+        elif isinstance(node, ast.ImportFrom):
+            if node.level or (node.module or "").startswith("fusioncodec"):
+                imported |= {a.asname or a.name for a in node.names}
+    for node in ast.walk(tree):
+        names = _dotted_names(node) if isinstance(node, ast.Attribute) else None
+        if names and names[0] in imported:
+            private = [n for n in names[1:] if n.startswith("_") and not n.startswith("__")]
+            assert not private, f"{_name(path)}:{node.lineno} reaches {'.'.join(names)}"
+
+
 def _sizes() -> dict[str, int]:
     sizes: dict[str, int] = {}
     for path in _modules():
@@ -107,7 +148,8 @@ def _sizes() -> dict[str, int]:
             sizes[_name(path)] = lines
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+                length = (node.end_lineno or node.lineno) - start + 1
                 if length > MAX_FUNCTION_LINES:
                     sizes[f"{_name(path)}::{node.name}"] = length
     return sizes
