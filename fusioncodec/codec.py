@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -145,22 +146,37 @@ def synthesize(network: torch.nn.Module, y: torch.Tensor, width: int, height: in
     return out
 
 
-class Codec:
-    """The scalable two-layer codec: ``encode`` an image, ``decode`` either layer."""
+R = TypeVar("R", bound="ModelOnDevice")
+
+
+class ModelOnDevice:
+    """Loaded weights of one kind (``KIND``) in evaluation mode on a device: what every
+    runner of a model starts from."""
+
+    KIND = ""
+    WHAT = ""  # the kind as the error names it
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto") -> None:
-        if loaded.kind != "scalable":
-            raise WeightsError(f"{loaded.name} is a {loaded.kind} model, not a scalable codec")
+        if loaded.kind != self.KIND:
+            raise WeightsError(f"{loaded.name} is a {loaded.kind} model, not {self.WHAT}")
         self.loaded = loaded
         self.device = resolve_device(device)
         return_freed_memory()
-        self.model: ScalableCodec = loaded.model.to(self.device).eval()
+        self.model = loaded.model.to(self.device).eval()
         self.model.to(memory_format=torch.channels_last)
         self.levels = loaded.config.levels
 
     @classmethod
-    def from_file(cls, path: Path | str | None = None, device: str = "auto") -> Codec:
-        return cls(load(path), device)
+    def from_file(cls: type[R], path: Path | str | None = None, device: str = "auto") -> R:
+        """The weights at ``path`` (default: the shipped ones of this kind) on ``device``."""
+        return cls(load(path, cls.KIND), device)
+
+
+class Codec(ModelOnDevice):
+    """The scalable two-layer codec: ``encode`` an image, ``decode`` either layer."""
+
+    KIND, WHAT = "scalable", "a scalable codec"
+    model: ScalableCodec
 
     @property
     def name(self) -> str:
@@ -308,27 +324,14 @@ class Codec:
         return synthesize(synthesis, y, container.width, container.height)
 
 
-class SingleLayerRunner:
+class SingleLayerRunner(ModelOnDevice):
     """Real coding with a single-layer model (the baseline LIC): image <-> one payload.
 
     Used to measure the "standard LIC" the two-layer codec is compared with; its payloads
     are not wrapped in ``.fcb`` files.
     """
 
-    @classmethod
-    def from_file(cls, path: Path | str | None = None, device: str = "auto") -> SingleLayerRunner:
-        return cls(load(path, "baseline"), device)
-
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto") -> None:
-        if loaded.kind != "baseline":
-            kind = f"{loaded.name} is a {loaded.kind} model"
-            raise WeightsError(f"{kind}, not a baseline (single-layer)")
-        self.loaded = loaded
-        self.device = resolve_device(device)
-        return_freed_memory()
-        self.model = loaded.model.to(self.device).eval()
-        self.model.to(memory_format=torch.channels_last)
-        self.levels = loaded.config.levels
+    KIND, WHAT = "baseline", "a baseline (single-layer)"
 
     @torch.no_grad()
     def encode(self, image: Image.Image, quality: float) -> bytes:

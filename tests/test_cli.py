@@ -400,7 +400,7 @@ def test_encode_frees_the_picture_before_coding(
     ("extra", "message"),
     [
         (["-q", "9"], "between 1 and 8"),
-        (["-q", "0.5"], "at least 1"),
+        (["-q", "0.5"], "between 1 and 8, got 0.5"),
         (["-q", "nan"], "quality"),
         (["--human-quality", "12"], "between 1 and 8"),
         (["--weights", "/no/such/weights.safetensors"], "weights not found"),

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import math
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -140,21 +139,18 @@ def encode(
         raise CliError("--human-quality sets the human layer, which --layers machine leaves out")
     human_quality = quality if human_quality is None else human_quality
     checked = [quality, human_quality] if "human" in layers else [quality]
-    for q in checked:
-        if not (math.isfinite(q) and q >= 1):  # the upper bound depends on the model
-            raise CliError(f"quality must be a finite number of at least 1, got {q}")
     engine = chosen_engine()
     jobs = planned_jobs(
         inputs, output, lambda src: f"{Path(src).stem}.fcb", kind="encode", layer="machine",
         engine=engine, as_json=as_json,
     )  # fmt: skip
+    check_qualities_early(weights, "scalable", checked)
     options = {"layers": layers, "quality": quality, "human_quality": human_quality}
     if engine is not None:
-        check_qualities_early(weights, "scalable", checked)
         task = ray_task("encode", inputs, output, weights, device, engine, force, options)
         results = run_on_ray(jobs, task, engine, desc="encode", as_json=as_json, progress=progress)
     else:
-        get_codec = codec_loader(weights, device, checked)
+        get_codec = codec_loader(weights, device)
 
         def work(job: Job) -> dict[str, Any]:
             return encode_job(job, get_codec, layers, quality, human_quality, force)
@@ -228,8 +224,8 @@ def decode(
         inputs, output, name_for, kind="decode", layer=layer, engine=engine, as_json=as_json
     )
     formats = [image_format(None if job.output is None else Path(job.output)) for job in jobs]
+    check_qualities_early(weights, "scalable", [])
     if engine is not None:
-        check_qualities_early(weights, "scalable", [])
         task = ray_task("decode", inputs, output, weights, device, engine, force, {"layer": layer})
         results = run_on_ray(
             jobs, task, engine, formats=formats, desc="decode", as_json=as_json, progress=progress

@@ -254,26 +254,22 @@ def finish(failed: int) -> None:
 # --------------------------------------------------------------------------- models
 
 
-def codec_loader(
-    weights: str | None, device: str, qualities: Sequence[float] = ()
-) -> Callable[[], Codec]:
-    """A function that loads the codec on first call (fatal CliError on failure).
-
-    ``qualities`` are checked against the model's level count once it is loaded.
-    """
+def codec_loader(weights: str | None, device: str) -> Callable[[], Codec]:
+    """A function that loads the codec on first call (fatal CliError on failure). Check the
+    weights' card and the qualities first, once, with :func:`check_qualities_early`."""
 
     def load() -> Codec:
         import fusioncodec
 
         return fusioncodec.load(weights, device)
 
-    check_qualities_early(weights, "scalable", qualities)
-    return _checked_loader(load, weights, qualities)
+    return _checked_loader(load, weights)
 
 
 def check_qualities_early(weights: str | None, kind: str, qualities: Sequence[float]) -> None:
     """Read the weights' model card (its header only, no torch) before the model loads: a
-    missing or invalid weight file, or a quality beyond its levels, fails at once."""
+    missing or invalid weight file, or a quality outside 1..its levels (NaN too), fails at
+    once. The one check of a command's qualities (the model is built from this card)."""
     from fusioncodec.errors import WeightsError
     from fusioncodec.weight_file import existing_weights, read_card
 
@@ -297,9 +293,7 @@ def _weights_source() -> str:
     return " (from $FUSIONCODEC_WEIGHTS)" if source == ParameterSource.ENVIRONMENT else ""
 
 
-def _checked_loader(
-    load: Callable[[], M], weights: str | None, qualities: Sequence[float]
-) -> Callable[[], M]:
+def _checked_loader(load: Callable[[], M], weights: str | None) -> Callable[[], M]:
     @cache
     def get() -> M:
         try:
@@ -311,7 +305,6 @@ def _checked_loader(
                 raise CliError(f"{exc}{_weights_source()}") from None
             source = show(weights) if weights else "the default weights"
             raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
-        check_qualities(qualities, model.levels)
         return model
 
     return get
