@@ -22,8 +22,8 @@ from fusioncodec.coding import RangeEncoder
 from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import Container, FormatError, Layer
 from fusioncodec.image import to_image, to_tensor
-from fusioncodec.layers import GainUnit, lambda_log_gains
 from fusioncodec.nets import ScalableCodec
+from fusioncodec.nets.layers import GainUnit, lambda_log_gains
 from fusioncodec.weight_file import default_weights
 from fusioncodec.weights import export
 

@@ -284,7 +284,7 @@ def test_stage_two_from_exported_weights_resumes_and_exports(tmp_path: Path) -> 
 
 
 def test_lambda_positions_interpolate_and_extrapolate_in_log_lambda() -> None:
-    from fusioncodec.layers import lambda_positions
+    from fusioncodec.nets.layers import lambda_positions
 
     trained = [0.001, 0.01, 0.1]
     got = lambda_positions(trained, [0.001, 0.01**0.5 * 0.1**0.5, 0.1, 0.0001, 1.0])
@@ -292,7 +292,7 @@ def test_lambda_positions_interpolate_and_extrapolate_in_log_lambda() -> None:
 
 
 def test_gain_unit_resample_moves_levels_to_new_positions() -> None:
-    from fusioncodec.layers import GainUnit
+    from fusioncodec.nets.layers import GainUnit
 
     unit = GainUnit(2, 3, torch.tensor([-1.0, 0.0, 2.0]))
     before = unit.gain(torch.tensor([0.5, 1.5])).flatten()
@@ -307,8 +307,8 @@ def test_new_machine_lambda_range_warm_starts_from_init_and_survives_resume(
 ) -> None:
     from safetensors.torch import load_file
 
-    from fusioncodec.layers import lambda_positions
     from fusioncodec.nets.config import geometric
+    from fusioncodec.nets.layers import lambda_positions
 
     root = _fake_train_root(tmp_path / "data")
     runner = CliRunner()

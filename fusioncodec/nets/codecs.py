@@ -8,10 +8,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from fusioncodec.layers import analysis_transform, conv, lambda_log_gains, synthesis_transform
 from fusioncodec.nets.config import CodecConfig
 from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
 from fusioncodec.nets.latent_codec import LatentCodec
+from fusioncodec.nets.layers import analysis_transform, conv, lambda_log_gains, synthesis_transform
 
 STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
 

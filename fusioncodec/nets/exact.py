@@ -210,7 +210,7 @@ class ExactConvTranspose2d(ExactConvMixin, nn.ConvTranspose2d):
 
 
 def exact_conv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> ExactConv2d:
-    """A 'same'-padded exact convolution (as :func:`fusioncodec.layers.conv`)."""
+    """A 'same'-padded exact convolution (as :func:`fusioncodec.nets.layers.conv`)."""
     return ExactConv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
 
 

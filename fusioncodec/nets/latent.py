@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from fusioncodec._torchvision import ensure_torchvision
 from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
 from fusioncodec.coding.tables import ESCAPE_RANGE
-from fusioncodec.layers import GainUnit, conv
 from fusioncodec.nets.entropy import (
     HostFreeBottleneck,
     coder_tables,
@@ -44,6 +43,7 @@ from fusioncodec.nets.exact import (
     to_fixed,
 )
 from fusioncodec.nets.latent_codec import LatentCodec
+from fusioncodec.nets.layers import GainUnit, conv
 from fusioncodec.nets.tiling import reader, run_tiled, tiled
 
 ensure_torchvision()

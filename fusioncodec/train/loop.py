@@ -33,8 +33,8 @@ from torch import nn
 from tqdm import tqdm
 
 from fusioncodec.files import atomic_file
-from fusioncodec.layers import lambda_positions
 from fusioncodec.nets import CodecConfig
+from fusioncodec.nets.layers import lambda_positions
 from fusioncodec.train.checkpoint import load_checkpoint, plain
 from fusioncodec.train.data import CropSampler, load_or_build, pictures
 from fusioncodec.train.precision import resolve_precision
