@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from fusioncodec.container import MAX_NAME_BYTES
-from fusioncodec.errors import WeightsError
+from fusioncodec.errors import ArgumentError, WeightsError
 from fusioncodec.nets.config import CodecConfig
 
 __all__ = [
@@ -54,6 +55,20 @@ def existing_weights(path: str | os.PathLike | None, kind: str = "scalable") -> 
     if not Path(path).exists():
         raise WeightsError(f"weights not found: {path}")
     return Path(path)
+
+
+def check_qualities(
+    path: str | os.PathLike | None, kind: str, qualities: Sequence[float]
+) -> Path:
+    """The weight file to load (as :func:`existing_weights`), once its card is read and
+    ``qualities`` are within 1..its levels (NaN is not): WeightsError or ArgumentError
+    before any model is built."""
+    found = existing_weights(path, kind)
+    levels = read_card(found)["config"].get("levels", CodecConfig.levels)
+    for q in qualities:
+        if not 1 <= q <= levels:
+            raise ArgumentError(f"quality must be between 1 and {levels}, got {q}")
+    return found
 
 
 def read_card(path: Path) -> dict:

@@ -270,20 +270,15 @@ def check_qualities_early(weights: str | None, kind: str, qualities: Sequence[fl
     """Read the weights' model card (its header only, no torch) before the model loads: a
     missing or invalid weight file, or a quality outside 1..its levels (NaN too), fails at
     once. The one check of a command's qualities (the model is built from this card)."""
-    from fusioncodec.errors import WeightsError
-    from fusioncodec.weight_file import existing_weights, read_card
+    from fusioncodec.errors import ArgumentError, WeightsError
+    from fusioncodec.weight_file import check_qualities
 
     try:
-        card = read_card(existing_weights(weights, kind))
+        check_qualities(weights, kind, qualities)
     except WeightsError as exc:
         raise CliError(f"{exc}{_weights_source()}") from None
-    check_qualities(qualities, card["config"].get("levels", 8))
-
-
-def check_qualities(qualities: Sequence[float], levels: int) -> None:
-    for q in qualities:
-        if not 1 <= q <= levels:
-            raise CliError(f"quality must be between 1 and {levels}, got {q}")
+    except ArgumentError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _weights_source() -> str:

@@ -110,13 +110,13 @@ def _folder_inputs(folder: str, output: str | None, kind: str) -> tuple[list[str
     (the folder itself without ``-o``)."""
     from pathlib import Path
 
-    from fusioncodec.files import is_image
+    from fusioncodec.distributed.folders import Folder
+    from fusioncodec.errors import ArgumentError
 
-    wanted = is_image if kind == "encode" else lambda p: p.suffix.lower() == ".fcb"
-    inputs = sorted(str(p) for p in Path(folder).iterdir() if wanted(p) and p.is_file())
-    if not inputs:
-        what = "pictures" if kind == "encode" else ".fcb files"
-        raise CliError(f"{show(folder)}: no {what} in this folder")
+    try:
+        inputs = [str(Path(folder) / name) for name in Folder(folder).inputs(kind, folder)]
+    except ArgumentError as exc:
+        raise CliError(str(exc)) from None
     if output == STDIO:
         raise CliError("-o - (stdout) takes a single input; use -o DIR for a folder")
     if output is None:

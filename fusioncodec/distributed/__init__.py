@@ -283,13 +283,9 @@ def _summary(rows: Iterator[tuple[dict[str, Any], float]]) -> Summary:
 
 def _check_weights(weights: str | os.PathLike | None, qualities: Sequence[float]) -> str | None:
     """The weights path as workers get it, after its card and the qualities are checked."""
-    from fusioncodec.weight_file import existing_weights, read_card
+    from fusioncodec.weight_file import check_qualities
 
-    card = read_card(existing_weights(None if weights is None else os.fspath(weights), "scalable"))
-    levels = card["config"].get("levels", 8)
-    for q in qualities:
-        if not 1 <= q <= levels:
-            raise ArgumentError(f"quality must be between 1 and {levels}, got {q}")
+    check_qualities(weights, "scalable", qualities)
     return None if weights is None else os.path.abspath(os.fspath(weights))
 
 

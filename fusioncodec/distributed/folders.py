@@ -61,6 +61,18 @@ class Folder:
         infos = self.fs.get_file_info(fs.FileSelector(self.path, allow_not_found=False))
         return sorted(PurePosixPath(i.path).name for i in infos if i.type == fs.FileType.File)
 
+    def inputs(self, kind: str, shown: str) -> list[str]:
+        """The names of the pictures (``encode``) or ``.fcb`` files (``decode``) directly in
+        the folder, sorted; ArgumentError (naming the folder as ``shown``) if there are none."""
+        if kind == "encode":
+            names = [n for n in self.names() if is_image(Path(n))]
+        else:
+            names = [n for n in self.names() if n.lower().endswith(".fcb")]
+        if not names:
+            what = "pictures" if kind == "encode" else ".fcb files"
+            raise ArgumentError(f"{show(shown)}: no {what} in this folder")
+        return names
+
 
 class FolderFiles:
     """:class:`~fusioncodec.file_jobs.Files` reading from one folder's file system and
@@ -107,13 +119,7 @@ def dataset_jobs(src: str | os.PathLike, dst: str | os.PathLike, kind: str, laye
     (``decode``) directly in ``src``, its output in ``dst`` named as ``fcodec`` names it
     (``<stem>.fcb``; ``<stem>.<layer>.png``), sorted by name. ``dst`` is made if missing."""
     source, output = Folder.of(src), Folder.of(dst)
-    if kind == "encode":
-        names = [n for n in source.names() if is_image(Path(n))]
-    else:
-        names = [n for n in source.names() if n.lower().endswith(".fcb")]
-    if not names:
-        what = "pictures" if kind == "encode" else ".fcb files"
-        raise ArgumentError(f"{show(os.fspath(src))}: no {what} in this folder")
+    names = source.inputs(kind, os.fspath(src))
     if output.fs is None:
         os.makedirs(output.path, exist_ok=True)
     else:
