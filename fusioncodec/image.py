@@ -1,4 +1,5 @@
-"""PIL images <-> padded float tensors, for any mode and any size from 1x1."""
+"""PIL images <-> padded float arrays, for any mode and any size from 1x1 (numpy for both
+runtimes; :func:`to_tensor` and :func:`to_image` for torch, which they load)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from fusioncodec.errors import ArgumentError, ImageError
 from fusioncodec.messages import error_reason
-from fusioncodec.nets import STRIDE
+from fusioncodec.nets.config import STRIDE
+
+if TYPE_CHECKING:
+    import torch
 
 
 @functools.cache
@@ -128,45 +130,46 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 
 def to_tensor(image: Image.Image, device: torch.device) -> torch.Tensor:
     """1x3xHxW float tensor in [0, 1], padded (edge replicate) to a multiple of STRIDE."""
+    import torch
+    import torch.nn.functional as F
+
     arr = to_rgb_array(image)
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255).to(device)
     h, w = x.shape[-2:]
     return F.pad(x, (0, padded(w) - w, 0, padded(h) - h), mode="replicate")
 
 
-def pixel_reader(
-    pixels: np.ndarray, device: torch.device, unit: int = 16
-) -> Callable[[int, int, int, int], torch.Tensor]:
+def pixel_reader(pixels: np.ndarray, unit: int = 16) -> Callable[[int, int, int, int], np.ndarray]:
     """Regions of the padded picture, as :func:`to_tensor` would give them, one at a time.
 
     ``read(r0, r1, c0, c1)`` is rows ``unit * r0 : unit * r1`` and columns
     ``unit * c0 : unit * c1`` of the picture padded to a multiple of STRIDE by repeating its
-    edge: a 1x3xHxW float tensor in [0, 1] on ``device``.
+    edge: a 1x3xHxW float32 array in [0, 1] (the same numbers as torch's ``float() / 255``).
     """
     h, w = pixels.shape[:2]
 
-    def read(r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+    def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         rows = np.minimum(np.arange(unit * r0, unit * r1), h - 1)
         cols = np.minimum(np.arange(unit * c0, unit * c1), w - 1)
         region = pixels[rows[:, None], cols[None, :]]
-        x = torch.from_numpy(region).permute(2, 0, 1)[None].float().div_(255)
-        return x.to(device).contiguous(memory_format=torch.channels_last)
+        return (region.transpose(2, 0, 1)[None].astype(np.float32)) / np.float32(255)
 
     return read
 
 
 def pixel_writer(out: Image.Image, unit: int = 16) -> Callable[..., None]:
-    """Pastes 1x3xHxW float tiles at grid position (r0, c0) (``unit`` px per grid unit) into
-    an RGB picture, rounded as :func:`to_image` does and cropped to the picture."""
+    """Pastes 1x3xHxW float32 tiles (numpy arrays) at grid position (r0, c0) (``unit`` px
+    per grid unit) into an RGB picture, rounded as :func:`to_image` does and cropped to the
+    picture."""
     w, h = out.size
 
-    def write(r0: int, r1: int, c0: int, c1: int, x: torch.Tensor) -> None:
+    def write(r0: int, r1: int, c0: int, c1: int, x: np.ndarray) -> None:
         top, left = unit * r0, unit * c0
         rows, cols = min(h - top, x.shape[-2]), min(w - left, x.shape[-1])
         if rows <= 0 or cols <= 0:
             return
-        x = x[0, :, :rows, :cols].clamp(0, 1).mul(255).round().byte()
-        out.paste(Image.fromarray(x.permute(1, 2, 0).cpu().numpy(), "RGB"), (left, top))
+        x = np.round(np.clip(x[0, :, :rows, :cols], 0, 1) * np.float32(255)).astype(np.uint8)
+        out.paste(Image.fromarray(np.ascontiguousarray(x.transpose(1, 2, 0)), "RGB"), (left, top))
 
     return write
 

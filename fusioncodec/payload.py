@@ -9,13 +9,12 @@ import struct
 import zlib
 
 import numpy as np
-import torch
 
 from fusioncodec.coding import RangeDecoder, RangeEncoder
 from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import LAYER_KINDS
 from fusioncodec.errors import FormatError
-from fusioncodec.nets.latent_codec import LatentCodec
+from fusioncodec.exact.latent import HyperAnalysis, LatentModel
 
 __all__ = ["decode_payload", "encode_payload", "latent_check", "layer_binding"]
 
@@ -44,39 +43,40 @@ def _read_word(decoder: RangeDecoder) -> int:
     return int(low) | int(high) << 16
 
 
-def latent_check(y_hat: torch.Tensor) -> int:
+def latent_check(y_hat: np.ndarray) -> int:
     """CRC-32 of the decoded latent's float32 bytes (little-endian, NCHW), which are the same
-    on every device: the value that ends every payload."""
-    array = np.ascontiguousarray(y_hat.detach().cpu().numpy(), dtype="<f4")
-    return zlib.crc32(array)  # read in place: no copy of a latent that may be 500 MB
+    on every machine: the value that ends every payload."""
+    return zlib.crc32(np.ascontiguousarray(y_hat, dtype="<f4"))  # in place: no 500 MB copy
 
 
 def encode_payload(
-    latent: LatentCodec,
-    y: torch.Tensor,
-    q: torch.Tensor,
-    context: torch.Tensor | None = None,
+    coder: LatentModel,
+    y: np.ndarray,
+    position: float,
+    hyper_analysis: HyperAnalysis,
+    context: np.ndarray | None = None,
     binding: int | None = None,
-) -> tuple[bytes, torch.Tensor]:
+    gain: np.ndarray | None = None,
+) -> tuple[bytes, np.ndarray]:
     """One layer's range-coder stream (``binding`` first, if given; the latent's check
-    value last) and the decoder's exact reconstruction of the latent."""
+    value last) and the decoder's exact reconstruction of the latent (see
+    :meth:`fusioncodec.exact.LatentModel.compress` for the arguments)."""
     encoder = RangeEncoder()
     if binding is not None:
         _write_word(encoder, binding)
-    y_hat = latent.compress(y, q, encoder, context)
+    y_hat = coder.compress(y, position, encoder, hyper_analysis, context, gain)
     _write_word(encoder, latent_check(y_hat))
     return encoder.get_compressed().astype("<u4").tobytes(), y_hat
 
 
 def decode_payload(
-    latent: LatentCodec,
+    coder: LatentModel,
     payload: bytes,
     z_shape: tuple[int, int],
-    q: torch.Tensor,
-    device: torch.device,
-    context: torch.Tensor | None = None,
+    position: float,
+    context: np.ndarray | None = None,
     binding: int | None = None,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Decode one layer's payload, which must be exactly what the encoder wrote.
 
     The decoded symbols are range-coded again as they come: an empty, zeroed, truncated,
@@ -85,7 +85,7 @@ def decode_payload(
     """
     if len(payload) % 4:
         raise FormatError("corrupted layer payload (length is not a whole number of words)")
-    if 8 * len(payload) < latent.min_payload_bits(z_shape):
+    if 8 * len(payload) < coder.min_payload_bits(z_shape):
         raise FormatError(
             f"corrupted layer payload ({len(payload)} bytes cannot hold a picture of the size "
             "in the header)"
@@ -101,7 +101,7 @@ def decode_payload(
                     "the machine layer under it, differ from the encoder's)"
                 )
             _write_word(echo, binding)
-        y = latent.decompress(decoder, z_shape, q, device, context, echo=echo, words=len(words))
+        y = coder.decompress(decoder, z_shape, position, context, echo=echo, words=len(words))
         check = latent_check(y)
         if _read_word(decoder) != check:
             raise FormatError("corrupted layer payload (the decoded latent fails its check)")

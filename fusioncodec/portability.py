@@ -107,9 +107,11 @@ class SymbolRecorder:
         return self.digest.hexdigest()
 
 
-def tensor_digest(tensor: torch.Tensor) -> str:
+def tensor_digest(tensor: torch.Tensor | np.ndarray) -> str:
     """SHA-256 of a tensor's exact bytes (dtype and shape included)."""
-    array = tensor.detach().cpu().contiguous().numpy()
+    if not isinstance(tensor, np.ndarray):
+        tensor = tensor.detach().cpu().numpy()
+    array = np.ascontiguousarray(tensor)
     head = f"{array.dtype}{array.shape}".encode()
     return hashlib.sha256(head + array.tobytes()).hexdigest()
 

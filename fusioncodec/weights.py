@@ -146,13 +146,13 @@ def declared_shapes_problem(path: Path, kind: str, config: CodecConfig) -> str |
 
 def tensors_problem(state: dict[str, torch.Tensor]) -> str | None:
     """Non-finite float weights, or integer tensors outside the bounds of docs/FORMAT.md."""
-    from fusioncodec.nets.exact import integer_problem
+    from fusioncodec.exact.networks import integer_problem
 
     for key, tensor in state.items():
         if tensor.is_floating_point():
             if not bool(torch.isfinite(tensor).all()):
                 return f"{key} holds NaN or infinite values"
-        elif problem := integer_problem(key, tensor):
+        elif problem := integer_problem(key, tensor.numpy()):
             return problem
     return None
 

@@ -22,7 +22,7 @@ def no_work(tiny_codec, monkeypatch):
 
     for module in (tiny_codec.model.machine.g_a, tiny_codec.model.additional.g_a):
         monkeypatch.setattr(module, "forward", forbidden)
-    monkeypatch.setattr("fusioncodec.codec.decode_payload", forbidden)
+    monkeypatch.setattr("fusioncodec.scalable.decode_payload", forbidden)
     return tiny_codec
 
 

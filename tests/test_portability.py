@@ -86,7 +86,7 @@ def test_settings_really_change_the_float_layers(codec, plan):
     """The settings are not no-ops: the float synthesis output moves under each."""
     _, image, quality, _ = plan[0]
     data = codec.encode(image, ("machine",), quality)
-    y = codec.decode_latent(codec.parse(data), "machine")
+    y = torch.from_numpy(codec.decode_latent(codec.parse(data), "machine"))
     with torch.no_grad():
         reference = codec.model.machine.g_s(y)
         moved = []

@@ -443,7 +443,7 @@ H_S = "machine.latent.h_s.0."
         ({H_S + "weight_int": _set((0, 0, 0, 0), 32767)}, "beyond +-16383"),
         ({H_S + "weight_shift": _set((0,), -128)}, "beyond +-40"),
         ({H_S + "bias_int": _set((0,), 1 << 62)}, "beyond +-1125899906842624"),
-        ({H_S + "weight_int": lambda t: t.long() + 65536}, "is torch.int64, not torch.int16"),
+        ({H_S + "weight_int": lambda t: t.long() + 65536}, "is int64, not int16"),
         ({H_S + "weight_shift": lambda t: t[:-1]}, "size mismatch"),
         ({"human.g_s.0.weight": _set((0, 0, 0, 0), float("nan"))}, "NaN or infinite"),
         ({"machine.g_a.0.bias": _set((0,), float("inf"))}, "NaN or infinite"),

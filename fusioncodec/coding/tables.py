@@ -120,3 +120,33 @@ class CategoricalTables:
             found = decoder.decode(_ESCAPE_MODEL, len(where)).astype(np.int64) - ESCAPE_RANGE
             values[where] = found
         return values
+
+
+def cdf_problem(cdf: np.ndarray, length: np.ndarray, offset: np.ndarray, count: int) -> str | None:
+    """What is wrong with ``count`` stored 16-bit CDF tables in compressai's layout (shape,
+    offsets, lengths, monotonicity), or None."""
+    if cdf.ndim != 2 or cdf.shape[0] != count or length.shape != (count,):
+        return f"{tuple(cdf.shape)} tables, the card's sizes need {count}"
+    if offset.shape != (count,) or np.abs(offset.astype(np.int64)).max() > ESCAPE_RANGE:
+        return "offsets out of range"
+    length = length.astype(np.int64)
+    if length.min() < 3 or length.max() > cdf.shape[1]:
+        return "table lengths out of range"
+    cdf = cdf.astype(np.int64)
+    inside = np.arange(cdf.shape[1])[None, :] < length[:, None]
+    steps = np.diff(cdf, axis=1)[inside[:, 1:]]
+    ends = np.take_along_axis(cdf, (length - 1)[:, None], 1)
+    if (cdf[:, 0] != 0).any() or (ends != 1 << 16).any() or (steps < 1).any():
+        return "not increasing 16-bit CDFs"
+    return None
+
+
+def min_bits(cdf: np.ndarray, length: np.ndarray) -> float:
+    """A lower bound on the bits of one symbol from each table: ``-log2`` of its largest
+    probability. Only tables whose top probability is clearly below 1 count (the coder's
+    own quantisation of probabilities near 1 could make those symbols cheaper still), and
+    only 90% of it."""
+    cdf, length = cdf.astype(np.int64), length.astype(np.int64)
+    inside = np.arange(cdf.shape[1] - 1)[None, :] < (length[:, None] - 1)
+    largest = np.where(inside, np.diff(cdf, axis=1), 0).max(axis=1) / (1 << 16)
+    return 0.9 * float(-np.log2(largest[largest <= 0.99]).sum())

@@ -9,12 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from fusioncodec.nets.config import CodecConfig
+from fusioncodec.nets.config import STRIDE, CodecConfig
 
 if TYPE_CHECKING:
     from fusioncodec.nets.codecs import (
         MODEL_KINDS,
-        STRIDE,
         AdditionalCodec,
         HumanDecoder,
         ScalableCodec,
@@ -37,6 +36,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in __all__ and name not in ("STRIDE", "CodecConfig"):
         return getattr(importlib.import_module("fusioncodec.nets.codecs"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

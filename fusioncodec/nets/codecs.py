@@ -13,8 +13,6 @@ from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
 from fusioncodec.nets.latent_codec import LatentCodec
 from fusioncodec.nets.layers import analysis_transform, conv, lambda_log_gains, synthesis_transform
 
-STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
-
 
 class SingleLayerCodec(nn.Module):
     """Image -> y (S slices) -> image.  The SA-ICM machine codec and the baseline LIC."""

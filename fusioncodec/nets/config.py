@@ -10,6 +10,8 @@ def geometric(lo: float, hi: float, n: int) -> list[float]:
     return [round(lo * (hi / lo) ** (i / (n - 1)), 6) for i in range(n)]
 
 
+STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
+
 @dataclass(frozen=True)
 class CodecConfig:
     """Sizes of the transforms and the entropy model, and the lambda of each quality level.

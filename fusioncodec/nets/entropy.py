@@ -1,6 +1,6 @@
-"""The entropy models' tables: compressai's factorized prior (made host-free) and Gaussian
-conditional, turned into integer CDF tables for the range coder, checked, and read back
-symbol by symbol with an echo that proves the payload was read exactly."""
+"""The entropy models of training: compressai's factorized prior (made host-free) and
+Gaussian conditional, and the integer CDF tables made from them after training (which
+:mod:`fusioncodec.exact.latent` checks and codes with)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import torch
 from torch import Tensor
 
 from fusioncodec._torchvision import ensure_torchvision
-from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
-from fusioncodec.coding.tables import ESCAPE_RANGE
 
 ensure_torchvision()
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
@@ -85,78 +83,3 @@ def load_table_buffers(
     update_registered_buffers(eb, "entropy_bottleneck", list(TABLE_BUFFERS), state_dict)
     keys = [*TABLE_BUFFERS, "scale_table"]
     update_registered_buffers(gc, "gaussian_conditional", keys, state_dict)
-
-
-def coder_tables(
-    eb: EntropyBottleneck, gc: GaussianConditional
-) -> tuple[CategoricalTables, CategoricalTables]:
-    """The (z, y) table sets of the range coder, from the stored integer CDFs."""
-    if eb._offset.numel() == 0 or gc._offset.numel() == 0:
-        raise RuntimeError("entropy tables missing: call update() after training")
-    z, y = (
-        CategoricalTables(
-            m._quantized_cdf.cpu().numpy(), m._cdf_length.cpu().numpy(), m._offset.cpu().numpy()
-        )
-        for m in (eb, gc)
-    )
-    return z, y
-
-
-def tables_problem(eb: EntropyBottleneck, gc: GaussianConditional) -> str | None:
-    """What is wrong with the CDF tables (shape, range, monotonicity), or None. Empty tables
-    (a model never updated) are not checked: coding refuses them itself."""
-    for name, module, count in (
-        ("z", eb, eb.channels),
-        ("y", gc, len(gc.scale_table) if gc.scale_table.numel() else 0),
-    ):
-        cdf, length, offset = module._quantized_cdf, module._cdf_length, module._offset
-        if cdf.numel() == 0:
-            continue
-        if cdf.dim() != 2 or cdf.shape[0] != count or length.shape != (count,):
-            return f"{name}: {tuple(cdf.shape)} tables, the card's sizes need {count}"
-        if offset.shape != (count,) or offset.abs().max() > ESCAPE_RANGE:
-            return f"{name}: offsets out of range"
-        if length.min() < 3 or length.max() > cdf.shape[1]:
-            return f"{name}: table lengths out of range"
-        cols = torch.arange(cdf.shape[1])[None, :]
-        inside = cols < length[:, None]
-        steps = (cdf[:, 1:] - cdf[:, :-1])[inside[:, 1:]]
-        ends = cdf.gather(1, (length - 1).long()[:, None])
-        if (cdf[:, 0] != 0).any() or (ends != 1 << 16).any() or (steps < 1).any():
-            return f"{name}: not increasing 16-bit CDFs"
-    table = gc.scale_table
-    if table.numel() and (not torch.isfinite(table).all() or (table.diff() <= 0).any()):
-        return "scale table not increasing"
-    return None
-
-
-def min_payload_bits(eb: EntropyBottleneck, z_shape: tuple[int, int]) -> float:
-    """A lower bound on any payload's size for a hyper-latent of ``z_shape``: each z symbol
-    costs at least ``-log2`` of its table's largest probability. A shorter payload cannot be
-    valid, so the decoder refuses it before allocating anything."""
-    cdf, length = eb._quantized_cdf, eb._cdf_length
-    cols = torch.arange(cdf.shape[1] - 1)[None, :]
-    steps = (cdf[:, 1:] - cdf[:, :-1]).where(cols < (length[:, None] - 1), 0)
-    largest = steps.amax(dim=1).double() / (1 << 16)
-    # Only tables whose top probability is clearly below 1 count: the coder's own
-    # quantisation of probabilities near 1 could make those symbols cheaper still.
-    bits = -torch.log2(largest[largest <= 0.99])
-    return 0.9 * float(bits.sum()) * z_shape[0] * z_shape[1]
-
-
-def decoded_symbols(
-    tables: CategoricalTables,
-    indexes: np.ndarray,
-    decoder: RangeDecoder | None,
-    echo: RangeEncoder | None,
-    words: int | None,
-) -> np.ndarray:
-    """Symbols read from ``decoder``, encoded again into ``echo`` (if any): the echo of a
-    payload the encoder made comes out word for word; decoding stops as soon as the echo
-    needs more than ``words`` words (the payload ran out before the latent did)."""
-    values = tables.decode(decoder, indexes)
-    if echo is not None:
-        tables.encode(echo, values, indexes)
-        if words is not None and echo.num_words() > words:
-            raise ValueError("the payload ends before the latent does")
-    return values

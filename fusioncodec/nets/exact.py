@@ -1,87 +1,38 @@
-"""Integer-exact networks: entropy parameters that come out the same on every device.
+"""The training side of the integer networks: float convolutions with integer twins.
 
-Everything that decides what the range decoder reads (hyper-synthesis, context, each
-slice's mean/scale network, latent residual prediction, scale-table index) is computed in
-fixed point, after Ballé, Johnston & Minnen, "Integer networks for data compression with
-latent-variable models" (ICLR 2019), here as post-training quantisation of float weights:
-
-* an activation ``a`` stands for ``a * 2**-FRAC`` and is an integer with
-  ``|a| <= ACT_LIMIT``, rounded and clamped after every layer;
-* a convolution's weights are integers with ``|w| <= WEIGHT_LIMIT`` and a power-of-two
-  scale per output channel (``weight_shift``); its bias is an integer at the scale of the
-  accumulator, below ``BIAS_LIMIT`` = 2**50;
-* the arithmetic runs on float64 tensors that hold integers. No product or partial sum can
-  reach 2**53 (``ACT_LIMIT * WEIGHT_LIMIT * fan-in`` with fan-in below ``MAX_FAN_IN`` stays
-  below 2**51, the bias below 2**50), so every sum is exact in any order, on any device
-  and with any BLAS, and rescaling by a power of two followed by round-half-even is exact;
-* ``tanh`` is a table of integers (computed with correctly rounded decimal arithmetic)
-  interpolated linearly in integer arithmetic.
-
-The integer weights are made from the trained float weights by :meth:`ExactConvMixin.quantize`
-(at export) and stored in the weight file; the float weights of these layers are then the
-exact values of the integers, so training, the likelihood estimate and the coder share one
-network.
+A layer here trains as a float convolution; :meth:`ExactConvMixin.quantize` (at export)
+turns its weights into the integers of :mod:`fusioncodec.exact.networks` (int16 weights
+with a power-of-two scale per output channel, an integer bias) and sets the float weights
+to their exact values, so training, the likelihood estimate and the coder share one
+network. The integer arithmetic itself, and the bounds it rests on, live there: coding
+runs it in numpy, the one implementation of every runtime.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from decimal import Decimal, localcontext
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-FRAC = 15  # fractional bits of every activation
-ACT_LIMIT = (1 << 24) - 1  # |activation| bound (values up to +-512)
-WEIGHT_LIMIT = (1 << 14) - 1
-MAX_FAN_IN = 1 << 13  # products * fan-in < 2**51: exact in float64 with room for the bias
-MAX_SHIFT = 40
-BIAS_LIMIT = float(1 << 50)
+from fusioncodec.exact.networks import (
+    BIAS_LIMIT,
+    FRAC,
+    MAX_FAN_IN,
+    MAX_SHIFT,
+    RELU,
+    WEIGHT_LIMIT,
+)
 
-_TANH_STEP_BITS = 7  # table step 2**-7 over [0, 8]
-_TANH_FRAC = 30
-_TANH_ENTRIES = (8 << _TANH_STEP_BITS) + 1
 _INT_KEYS = ("weight_int", "weight_shift", "bias_int")
-# What a weight file may hold in each integer tensor: the bounds the exactness rests on.
-INTEGER_BOUNDS = {
-    "weight_int": (torch.int16, WEIGHT_LIMIT),
-    "weight_shift": (torch.int8, MAX_SHIFT),
-    "bias_int": (torch.int64, int(BIAS_LIMIT)),
-}
-
-
-def integer_problem(key: str, tensor: Tensor) -> str | None:
-    """What is wrong with a stored integer tensor (dtype, range), or None; other keys: None."""
-    bounds = INTEGER_BOUNDS.get(key.rpartition(".")[2])
-    if bounds is None:
-        return None
-    dtype, limit = bounds
-    if tensor.dtype != dtype:
-        return f"{key} is {tensor.dtype}, not {dtype}"
-    if tensor.numel() and not -limit <= int(tensor.min()) <= int(tensor.max()) <= limit:
-        return f"{key} holds values beyond +-{limit} ({int(tensor.min())}..{int(tensor.max())})"
-    return None
-
-
-def to_fixed(x: Tensor) -> Tensor:
-    """Float values -> clamped fixed-point integers (float64) at ``FRAC`` bits."""
-    return torch.round(x.double() * (1 << FRAC)).clamp_(-ACT_LIMIT, ACT_LIMIT)
-
-
-def from_fixed(a: Tensor) -> Tensor:
-    """Fixed-point integers -> their exact float64 values."""
-    return a * (2.0**-FRAC)
 
 
 class ExactConvMixin:
-    """Integer weights beside a float convolution, and the exact forward that uses them.
+    """Integer weights beside a float convolution.
 
-    The float ``forward`` (training) is untouched; :meth:`exact` maps fixed-point integers
-    to fixed-point integers.  ``quantize`` makes the integers and sets the float weights to
-    their exact values.  A weight file may hold only the integers: loading rebuilds the float
-    weights from them.
+    The float ``forward`` (training) is untouched; ``quantize`` makes the integers and sets
+    the float weights to their exact values.  A weight file may hold only the integers:
+    loading rebuilds the float weights from them.
     """
 
     weight: nn.Parameter
@@ -96,7 +47,6 @@ class ExactConvMixin:
         self.register_buffer("weight_int", torch.zeros(0, dtype=torch.int16))
         self.register_buffer("weight_shift", torch.zeros(0, dtype=torch.int8))
         self.register_buffer("bias_int", torch.zeros(0, dtype=torch.int64))
-        self._cache: tuple | None = None
         fan_in = self.weight.numel() // self.weight.shape[self._out_dim]
         if fan_in >= MAX_FAN_IN:
             raise ValueError(f"fan-in {fan_in} too large for exact integer arithmetic")
@@ -137,7 +87,6 @@ class ExactConvMixin:
         self.weight.copy_(w.to(self.weight))
         if self.bias is not None:
             self.bias.copy_(b.to(self.bias))
-        self._cache = None
 
     def _float_values(self, w_int: Tensor, shift: Tensor, b_int: Tensor) -> tuple[Tensor, Tensor]:
         scale = torch.exp2(-shift.double())
@@ -165,30 +114,7 @@ class ExactConvMixin:
             state_dict[prefix + "weight"] = w.float()
             if self.bias is not None:
                 state_dict[prefix + "bias"] = b.float()
-        self._cache = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
-
-    def _exact_params(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        if not self.quantized:
-            raise RuntimeError("integer entropy parameters missing: quantize() after training")
-        if self._cache is None or self._cache[0] != device:
-            w = self.weight_int.to(device, torch.float64).contiguous()
-            scale = torch.exp2(-self.weight_shift.to(device, torch.float64)).reshape(1, -1, 1, 1)
-            bias = self.bias_int.to(device, torch.float64)
-            self._cache = (device, w, scale, bias)
-        return self._cache[1:]
-
-    def _integer_conv(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def exact(self, x: Tensor) -> Tensor:
-        """Fixed-point integers in, fixed-point integers out (float64 holding integers)."""
-        w, scale, bias = self._exact_params(x.device)
-        # cuDNN may pick FFT or Winograd algorithms, which are not exact on integers; the
-        # native implementation is im2col plus a matrix product.
-        with torch.backends.cudnn.flags(enabled=False):
-            acc = self._integer_conv(x, w, bias)
-        return torch.round(acc.mul_(scale)).clamp_(-ACT_LIMIT, ACT_LIMIT)
 
 
 class ExactConv2d(ExactConvMixin, nn.Conv2d):
@@ -196,17 +122,11 @@ class ExactConv2d(ExactConvMixin, nn.Conv2d):
 
     _out_dim = 0
 
-    def _integer_conv(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
-        return F.conv2d(x, w, bias, self.stride, self.padding)
-
 
 class ExactConvTranspose2d(ExactConvMixin, nn.ConvTranspose2d):
     """A transposed convolution with an integer-exact twin."""
 
     _out_dim = 1
-
-    def _integer_conv(self, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
-        return F.conv_transpose2d(x, w, bias, self.stride, self.padding, self.output_padding)
 
 
 def exact_conv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> ExactConv2d:
@@ -221,16 +141,27 @@ def exact_deconv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> Exact
     )
 
 
-def run_exact(layers: nn.Sequential, x: Tensor) -> Tensor:
-    """The integer twin of a Sequential of exact convolutions and ReLUs."""
+def layout(layers: nn.Sequential) -> list[dict]:
+    """What each layer of a Sequential of exact convolutions and ReLUs is (kind, stride,
+    padding): how :class:`fusioncodec.exact.IntegerNetwork` reads its integers."""
+    out: list[dict] = []
     for layer in layers:
-        if isinstance(layer, ExactConvMixin):
-            x = layer.exact(x)
+        if isinstance(layer, ExactConvTranspose2d):
+            out.append(
+                {
+                    "kind": "deconv",
+                    "stride": layer.stride[0],
+                    "padding": layer.padding[0],
+                    "output_padding": layer.output_padding[0],
+                }
+            )
+        elif isinstance(layer, ExactConv2d):
+            out.append({"kind": "conv", "stride": layer.stride[0], "padding": layer.padding[0]})
         elif isinstance(layer, nn.ReLU):
-            x = x.clamp_min(0)
+            out.append({"kind": RELU})
         else:
             raise TypeError(f"{type(layer).__name__} has no exact integer version")
-    return x
+    return out
 
 
 def quantize_all(module: nn.Module) -> None:
@@ -238,48 +169,3 @@ def quantize_all(module: nn.Module) -> None:
     for sub in module.modules():
         if isinstance(sub, ExactConvMixin):
             sub.quantize()
-
-
-@functools.cache
-def _tanh_table() -> tuple[int, ...]:
-    """tanh at steps of 2**-7 on [0, 8], as integers at 2**-30 (correctly rounded)."""
-    values = []
-    with localcontext() as ctx:
-        ctx.prec = 40
-        for i in range(_TANH_ENTRIES):
-            e = (Decimal(2 * i) / (1 << _TANH_STEP_BITS)).exp()
-            t = (e - 1) / (e + 1) * (1 << _TANH_FRAC)
-            values.append(int(t.to_integral_value()))
-    return tuple(values)
-
-
-@functools.cache
-def _tanh_tensor(device: torch.device) -> Tensor:
-    return torch.tensor(_tanh_table(), dtype=torch.float64, device=device)
-
-
-def half_tanh(a: Tensor) -> Tensor:
-    """``0.5 * tanh`` of fixed-point integers, as fixed-point integers (exact)."""
-    table = _tanh_tensor(a.device)
-    step = FRAC - _TANH_STEP_BITS
-    mag = a.abs().clamp_(max=((_TANH_ENTRIES - 1) << step) - 1)
-    index = torch.floor(mag * 2.0**-step)
-    within = mag - index * (1 << step)
-    lo, hi = table[index.long()], table[index.long() + 1]
-    t = lo + torch.floor((hi - lo) * within * 2.0**-step)
-    return torch.sign(a) * torch.round(t * 2.0 ** -(_TANH_FRAC + 1 - FRAC))
-
-
-def scale_thresholds(scale_table: Tensor) -> Tensor:
-    """Integer thresholds for the scale-table index of fixed-point scales.
-
-    compressai's index of a scale ``s`` is the number of table scales below ``s`` (the last
-    one excluded); for an integer ``a`` standing for ``a * 2**-FRAC``, ``t < a * 2**-FRAC``
-    exactly when ``floor(t * 2**FRAC) < a``.
-    """
-    return torch.floor(scale_table[:-1].double() * (1 << FRAC))
-
-
-def scale_indexes(scales: Tensor, thresholds: Tensor) -> Tensor:
-    """Table index of each fixed-point scale: the count of thresholds below it."""
-    return torch.searchsorted(thresholds.to(scales.device), scales.contiguous(), right=False)

@@ -5,9 +5,9 @@ from the hyper features and the slices decoded before it, and a latent residual 
 (LRP) refines each decoded slice (Minnen & Singh, ICIP 2020).  With ``context_channels`` a
 tensor the decoder already has (the human layer: the decoded machine latent) is added into
 the hyper features, so every slice's mean and scale are conditioned on it.  ``forward`` is
-the training path (float, likelihoods); ``compress``/``decompress`` drive the range coder
-with the integer-exact twins of the same networks (:mod:`fusioncodec.nets.exact`), so every
-table index, mean and decoded latent is identical on every device.
+the training path (float, likelihoods); ``compress``/``decompress`` code through
+:mod:`fusioncodec.exact`, the numpy integer twins of the same networks that every runtime
+uses, so every table index, mean and decoded latent is identical on every device.
 """
 
 from __future__ import annotations
@@ -18,59 +18,25 @@ from torch import Tensor, nn
 
 from fusioncodec._torchvision import ensure_torchvision
 from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
-from fusioncodec.coding.tables import ESCAPE_RANGE
+from fusioncodec.exact.latent import (
+    SLICE_CHANNELS,
+    LatentModel,
+    min_payload_bits,
+    tables_problem,
+)
 from fusioncodec.nets.entropy import (
     HostFreeBottleneck,
-    coder_tables,
-    decoded_symbols,
     load_table_buffers,
-    min_payload_bits,
     rounded_likelihood,
-    tables_problem,
     update_tables,
 )
-from fusioncodec.nets.exact import (
-    ACT_LIMIT,
-    FRAC,
-    exact_conv,
-    exact_deconv,
-    from_fixed,
-    half_tanh,
-    quantize_all,
-    run_exact,
-    scale_indexes,
-    scale_thresholds,
-    to_fixed,
-)
+from fusioncodec.nets.exact import exact_conv, exact_deconv, layout, quantize_all
 from fusioncodec.nets.latent_codec import LatentCodec
 from fusioncodec.nets.layers import GainUnit, conv
-from fusioncodec.nets.tiling import reader, run_tiled, tiled
 
 ensure_torchvision()
 from compressai.entropy_models import GaussianConditional  # noqa: E402
 from compressai.ops import quantize_ste as ste_round  # noqa: E402
-
-SLICE_CHANNELS = 64
-# Tiles of the networks at latent resolution, in y positions (16 px) and z positions (64 px):
-# a few hundred MB at most for any picture size; a picture up to 2048 px is one tile.
-Y_TILE, Z_TILE = 128, 32
-
-
-def _bands(rows: int, band: int = 64) -> list[slice]:
-    """Row bands of a latent: element-wise work on one band at a time keeps transients small."""
-    return [slice(r, min(r + band, rows)) for r in range(0, rows, band)]
-
-
-def _symbols(y: Tensor, gain: Tensor, means: Tensor) -> Tensor:
-    """The integer symbols of one slice: ``round(y * gain - mean)`` in float64 (means in
-    fixed point), as int32 within the escape range (NaN as 0), one row band at a time."""
-    out = torch.empty(means.shape, dtype=torch.int32, device=means.device)
-    for rows in _bands(means.shape[-2]):
-        scaled = (y[..., rows, :] * gain).double()  # y * gain in float32, as before
-        exact = torch.round(scaled - from_fixed(means[..., rows, :].double()))
-        limited = exact.nan_to_num_(0.0).clamp_(-ESCAPE_RANGE, ESCAPE_RANGE - 1)
-        out[..., rows, :] = limited.to(torch.int32)
-    return out
 
 
 class SliceLatentCodec(LatentCodec):
@@ -133,7 +99,7 @@ class SliceLatentCodec(LatentCodec):
             nn.init.zeros_(self.context[-1].bias)
         self.entropy_bottleneck = HostFreeBottleneck(z_channels)
         self.gaussian_conditional = GaussianConditional(None)
-        self._tables: tuple[CategoricalTables, CategoricalTables] | None = None
+        self._coder: tuple[tuple, LatentModel] | None = None
 
     @property
     def channels(self) -> int:
@@ -196,43 +162,64 @@ class SliceLatentCodec(LatentCodec):
         their integers)."""
         quantize_all(self)
         update_tables(self.entropy_bottleneck, self.gaussian_conditional)
-        self._tables = None
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
         """Load weights, resizing the CDF-table buffers to the stored shapes."""
         load_table_buffers(self.entropy_bottleneck, self.gaussian_conditional, state_dict)
-        self._tables = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    def layout(self) -> dict:
+        """Which layer of each integer network is what (kind, stride, padding): with the
+        tensors, what :class:`fusioncodec.exact.LatentModel` is made of."""
+        return {
+            "slices": self.slices,
+            "h_s": layout(self.h_s),
+            "context": None if self.context is None else layout(self.context),
+            "param_nets": [layout(net) for net in self.param_nets],
+            "lrp_nets": [layout(net) for net in self.lrp_nets],
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The tensors as numpy arrays on the host, named as in a weight file."""
+        return {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+
+    def coder(self) -> LatentModel:
+        """The latent coder of the current weights (rebuilt when any of them changed)."""
+        state = list(self.state_dict(keep_vars=True).values())
+        key = tuple((t.data_ptr(), t._version, t.device) for t in state)
+        if self._coder is None or self._coder[0] != key:
+            self._coder = (key, LatentModel.from_arrays(self.arrays(), self.layout()))
+        return self._coder[1]
+
     def tables(self) -> tuple[CategoricalTables, CategoricalTables]:
-        """The (z, y) table sets, built once from the stored integer CDFs."""
-        if self._tables is None:
-            self._tables = coder_tables(self.entropy_bottleneck, self.gaussian_conditional)
-        return self._tables
+        """The (z, y) table sets of the range coder."""
+        return self.coder().tables()
 
     def min_payload_bits(self, z_shape: tuple[int, int]) -> float:
-        return min_payload_bits(self.entropy_bottleneck, z_shape)
+        return min_payload_bits(self.arrays(), z_shape)
 
     def table_problem(self) -> str | None:
-        return tables_problem(self.entropy_bottleneck, self.gaussian_conditional)
-
-    def _z_indexes(self, shape: torch.Size) -> np.ndarray:
-        c = shape[1]
-        return np.broadcast_to(np.arange(c)[:, None, None], (c, shape[2], shape[3])).ravel()
+        return tables_problem(self.arrays())
 
     @torch.no_grad()
     def compress(
         self, y: Tensor, q: Tensor, encoder: RangeEncoder, context: Tensor | None = None
     ) -> Tensor:
         """Range-code y (batch of one); returns the decoder's exact reconstruction of it."""
-        z_tables, _ = self.tables()
-        gain = self.gain.gain(q)  # y * gain is formed a tile or a slice at a time, never whole
-        z = tiled(lambda t: self.h_a(t * gain), y, Z_TILE, 3, scale_in=4)  # float: rounding only
-        medians = self.entropy_bottleneck._get_medians()
-        z_sym = torch.round(z - medians).cpu().numpy().ravel()
-        z_values = z_tables.encode(encoder, z_sym, self._z_indexes(z.shape))
-        z_values = torch.from_numpy(z_values.reshape(z.shape)).to(z.device)
-        return self._code_slices(z_values, (y, gain), q, context, encoder=encoder)
+        device = y.device
+
+        def hyper_analysis(scaled: np.ndarray) -> np.ndarray:
+            return self.h_a(torch.from_numpy(scaled).to(device)).cpu().numpy()
+
+        y_hat = self.coder().compress(
+            y.cpu().numpy(),
+            float(q.item()),
+            encoder,
+            hyper_analysis,
+            None if context is None else context.cpu().numpy(),
+            gain=self.gain.gain(q).cpu().numpy(),
+        )
+        return torch.from_numpy(y_hat).to(device)
 
     @torch.no_grad()
     def decompress(
@@ -245,121 +232,10 @@ class SliceLatentCodec(LatentCodec):
         echo: RangeEncoder | None = None,
         words: int | None = None,
     ) -> Tensor:
-        """Inverse of :meth:`compress` given the hyper-latent's spatial size.
-
-        With ``echo``, every decoded symbol is encoded into it again, in the encoder's order:
-        a payload made by :meth:`compress` comes out word for word, anything else does not;
-        decoding stops as soon as the echo needs more than ``words`` words (the payload ran
-        out before the latent did).
-        """
-        z_tables, _ = self.tables()
-        shape = torch.Size((1, self.entropy_bottleneck.channels, *z_shape))
-        z_indexes = self._z_indexes(shape)
-        z_values = decoded_symbols(z_tables, z_indexes, decoder, echo, words)
-        z_values = torch.from_numpy(z_values.reshape(shape)).to(device)
-        return self._code_slices(
-            z_values, None, q, context, decoder=decoder, echo=echo, words=words
+        """Inverse of :meth:`compress` given the hyper-latent's spatial size (see
+        :meth:`fusioncodec.exact.LatentModel.decompress`)."""
+        context_array = None if context is None else context.cpu().numpy()
+        y_hat = self.coder().decompress(
+            decoder, z_shape, float(q.item()), context_array, echo, words
         )
-
-    def _hyper_fixed(self, z_values: Tensor, context: Tensor | None) -> Tensor:
-        """The hyper-synthesis output (and the context's share) in fixed point, as int32."""
-        device = z_values.device
-        medians = to_fixed(self.entropy_bottleneck._get_medians().to(device))
-        z_hat = (z_values.double() * (1 << FRAC) + medians).clamp_(-ACT_LIMIT, ACT_LIMIT)
-        # Exact values are stored as int32 (|a| < 2**31) and the networks run in tiles: an
-        # integer network gives the same numbers in any tiling (nets.tiling).
-        hyper = tiled(
-            lambda t: run_exact(self.h_s, t), z_hat, Z_TILE, 2, scale_out=4, dtype=torch.int32
-        )
-        if self.context is None:
-            return hyper
-        if context is None:
-            raise ValueError("this latent codec is conditioned: give its context")
-        hyper += tiled(
-            lambda t: run_exact(self.context, to_fixed(t)), context, Y_TILE, 2, dtype=torch.int32
-        )
-        return hyper.clamp_(-ACT_LIMIT, ACT_LIMIT)
-
-    @staticmethod
-    def _slice_params(net: nn.Sequential, inputs: Tensor, thresholds: Tensor) -> Tensor:
-        """Means (fixed point) and scale-table indexes of one slice, stacked as channels."""
-        means, scales = run_exact(net, inputs).chunk(2, 1)
-        return torch.cat([means, scale_indexes(scales, thresholds).to(means)], 1)
-
-    def _code_slices(
-        self,
-        z_values: Tensor,
-        scaled: tuple[Tensor, Tensor] | None,
-        q: Tensor,
-        context: Tensor | None,
-        encoder: RangeEncoder | None = None,
-        decoder: RangeDecoder | None = None,
-        echo: RangeEncoder | None = None,
-        words: int | None = None,
-    ) -> Tensor:
-        """Code y slice by slice in fixed point (see :mod:`fusioncodec.nets.exact`).
-
-        ``scaled``: the encoder's (y, gain); y times gain is what is coded. The decoded
-        latent is exact; the returned float32 tensor (gain removed) is computed from it by
-        correctly rounded IEEE operations only, so it is bit-identical on every
-        device, and so is anything conditioned on it.
-        """
-        _, y_tables = self.tables()
-        device = z_values.device
-        grid = (4 * z_values.shape[-2], 4 * z_values.shape[-1])  # y positions
-        hyper = self._hyper_fixed(z_values, context)
-        thresholds = scale_thresholds(self.gaussian_conditional.scale_table).to(device)
-        # Exact fixed-point slices (int32, unclamped); at the end, y_hat in the same memory.
-        store = torch.empty((1, self.channels, *grid), dtype=torch.int32, device=device)
-        decoded: list[Tensor] = []
-
-        def with_inputs(t: Tensor) -> Tensor:
-            """hyper + the decoded slices, clamped for the networks (float64 holding ints)."""
-            return torch.cat([t[:, :hc], t[:, hc:].clamp_(-ACT_LIMIT, ACT_LIMIT)], 1)
-
-        hc = hyper.shape[1]
-        for i in range(self.slices):
-            part = slice(i * SLICE_CHANNELS, (i + 1) * SLICE_CHANNELS)
-            params = run_tiled(
-                lambda t, net=self.param_nets[i]: self._slice_params(
-                    net, with_inputs(t), thresholds
-                ),
-                reader(hyper, *decoded),
-                grid,
-                Y_TILE,
-                2,
-                dtype=torch.int32,
-            )
-            means, indexes = params[:, :SLICE_CHANNELS], params[:, SLICE_CHANNELS:]
-            flat_indexes = indexes.cpu().numpy().ravel()
-            if encoder is not None:
-                assert scaled is not None
-                symbols = _symbols(scaled[0][:, part], scaled[1][:, part], means)
-                values = y_tables.encode(encoder, symbols.cpu().numpy().ravel(), flat_indexes)
-                del symbols
-            else:
-                values = decoded_symbols(y_tables, flat_indexes, decoder, echo, words)
-            del flat_indexes, indexes
-            values = torch.from_numpy(values.reshape(means.shape)).to(device)
-            for rows in _bands(grid[0]):
-                band = values[..., rows, :].long() * (1 << FRAC) + means[..., rows, :]
-                store[:, part, rows] = band.to(torch.int32)
-            del values, means, params
-            decoded.append(store[:, part])
-            lrp = run_tiled(
-                lambda t, net=self.lrp_nets[i]: half_tanh(run_exact(net, with_inputs(t))),
-                reader(hyper, *decoded),
-                grid,
-                Y_TILE,
-                2,
-                dtype=torch.int32,
-            )
-            decoded[-1] += lrp
-            del lrp
-        del hyper, decoded
-        gains = self.gain.inverse_exact(float(q.item())).to(device)
-        y_hat = store.view(torch.float32)
-        for rows in _bands(grid[0]):  # each band read as int32, then written as its float32
-            exact = from_fixed(store[..., rows, :].double())
-            y_hat[..., rows, :] = (exact * gains).float()
-        return y_hat
+        return torch.from_numpy(y_hat).to(device)

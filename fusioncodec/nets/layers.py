@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from decimal import Decimal, localcontext
 
 import torch
 from torch import Tensor, nn
@@ -59,7 +58,6 @@ class GainUnit(nn.Module):
         base = init_log_gain.reshape(levels, 1).expand(levels, channels).clone()
         self.log_gain = nn.Parameter(base)
         self.log_inverse = nn.Parameter(-base.clone())
-        self._inverse_cache: tuple | None = None  # (key of the table and quality, gains)
 
     @property
     def levels(self) -> int:
@@ -93,31 +91,6 @@ class GainUnit(nn.Module):
 
     def inverse(self, q: Tensor) -> Tensor:
         return self._interpolate(self.log_inverse, q)
-
-    @torch.no_grad()
-    def inverse_exact(self, q: float) -> Tensor:
-        """:meth:`inverse` at one quality, float64, the same on every machine.
-
-        Interpolation and ``exp`` run in 40-digit decimal arithmetic (correctly rounded),
-        then each gain is rounded once to float64; no libm or device maths is involved.
-        """
-        table = self.log_inverse
-        key = (float(q), table._version, table.data_ptr(), table.device)
-        if self._inverse_cache is not None and self._inverse_cache[0] == key:
-            return self._inverse_cache[1]
-        position = min(max(float(q), 0.0), self.levels - 1.0)
-        lo = min(int(math.floor(position)), self.levels - 2)
-        rows = self.log_inverse.detach().cpu().double()
-        with localcontext() as ctx:
-            ctx.prec = 40
-            t = Decimal(position) - lo
-            gains = [
-                float((Decimal(a) * (1 - t) + Decimal(b) * t).exp())
-                for a, b in zip(rows[lo].tolist(), rows[lo + 1].tolist(), strict=True)
-            ]
-        gain = torch.tensor(gains, dtype=torch.float64, device=self.log_inverse.device)
-        self._inverse_cache = (key, gain[None, :, None, None])
-        return self._inverse_cache[1]
 
 
 def lambda_log_gains(lambdas: list[float]) -> Tensor:
