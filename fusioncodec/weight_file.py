@@ -4,14 +4,19 @@ it before the model loads; :mod:`fusioncodec.weights` loads the tensors)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fusioncodec.container import MAX_NAME_BYTES
 from fusioncodec.errors import ArgumentError, WeightsError
 from fusioncodec.nets.config import CodecConfig
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "DEFAULT_NAME",
@@ -171,3 +176,65 @@ def card_problem(card: dict) -> str | None:
     return None
 
 
+
+
+def identity_of(path: Path) -> bytes:
+    """The identity written into every ``.fcb``: the first 16 bytes of the SHA-256 of the
+    weight file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()[:16]
+
+
+def _declared_shapes(kind: str, c: CodecConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors that size a model of this card: a file whose card declares a
+    larger model than its tensors is refused before the model is built."""
+    y, hc = c.slices * 64, c.hyper_channels
+    one = {
+        "g_a.0.weight": (c.n, 3, 5, 5),
+        "g_a.6.weight": (y, c.n, 5, 5),
+        "g_s.0.weight": (y, c.n, 5, 5),
+        "latent.h_a.0.weight": (hc, y, 3, 3),
+        "latent.h_a.4.weight": (c.z_channels, hc, 5, 5),
+        "latent.gain.log_gain": (c.levels, y),
+    }
+    if kind == "baseline":
+        return one
+    return {f"machine.{k}": v for k, v in one.items()} | {
+        "additional.g_a.6.weight": (c.m * 64, c.n, 5, 5),
+        "additional.latent.gain.log_gain": (c.levels, c.m * 64),
+        "human.g_s.0.weight": (y, c.n, 5, 5),
+    }
+
+
+def declared_shapes_problem(path: Path, kind: str, config: CodecConfig) -> str | None:
+    """Whether the file's tensors have the shapes its card declares (header only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        present = set(f.keys())
+        for key, shape in _declared_shapes(kind, config).items():
+            if key not in present:
+                return f"no tensor {key}"
+            found = tuple(f.get_slice(key).get_shape())
+            if found != shape:
+                sizes = ("x".join(map(str, s)) for s in (found, shape))
+                return "{} is {}, the card says {}".format(key, *sizes)
+    return None
+
+
+def tensors_problem(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """Non-finite float weights, or integer tensors outside the bounds of docs/FORMAT.md."""
+    import numpy as np
+
+    from fusioncodec.exact.networks import integer_problem
+
+    for key, array in arrays.items():
+        if array.dtype.kind == "f":
+            if not np.isfinite(array).all():
+                return f"{key} holds NaN or infinite values"
+        elif problem := integer_problem(key, array):
+            return problem
+    return None

@@ -129,6 +129,32 @@ class LatentModel:
             self._tables = (tables_of(self.arrays, EB), tables_of(self.arrays, GC))
         return self._tables
 
+    def check(self) -> None:
+        """ValueError unless the integer networks and gains fit together: each network runs
+        on a zero input of the channels it will meet and gives the channels coding needs."""
+        z = np.zeros((self.z_channels, 1, 1))
+        hyper = self.hyper(z)
+        hc = hyper.shape[0]
+        if self.context is not None:
+            found = self.context(np.zeros((self.context_channels(), 1, 1))).shape[0]
+            if found != hc:
+                raise ValueError(f"the context network gives {found} channels, not {hc}")
+        for i in range(self.slices):
+            x = np.zeros((hc + SLICE_CHANNELS * i, 1, 1))
+            if self.params[i](x).shape[0] != 2 * SLICE_CHANNELS:
+                raise ValueError(f"slice {i}'s parameter network has the wrong outputs")
+            x = np.zeros((hc + SLICE_CHANNELS * (i + 1), 1, 1))
+            if self.lrps[i](x).shape[0] != SLICE_CHANNELS:
+                raise ValueError(f"slice {i}'s prediction network has the wrong outputs")
+        for table in (self.log_gain, self.log_inverse):
+            if table.ndim != 2 or table.shape[1] != self.channels or table.shape[0] < 2:
+                raise ValueError(f"gain tables of shape {table.shape} for {self.channels} channels")
+
+    def context_channels(self) -> int:
+        """The channels of the context (the taps of the context network's first layer)."""
+        assert self.context is not None
+        return self.context.layers[0].taps.shape[3]  # type: ignore[union-attr]
+
     def min_payload_bits(self, z_shape: tuple[int, int]) -> float:
         return min_payload_bits(self.arrays, z_shape)
 

@@ -1,0 +1,157 @@
+"""The float transforms as ONNX graphs, for the runtime without torch (:mod:`fusioncodec.runtime`).
+
+The graphs are exported from the torch modules (the networks stay defined once, in
+:mod:`fusioncodec.nets.codecs`) without their weights: every weight is an external
+initializer named as its tensor in the weight file, which the runtime hands to onnxruntime
+when it opens a graph. A folder of graphs therefore serves any weight file of the same
+architecture, and the weights (and with them the identity written into every ``.fcb``) are
+the one safetensors file both runtimes load. Beside the graphs, ``layout.json`` records the
+architecture they were exported for and the layout of each layer's integer networks.
+
+Export needs torch and the ``onnx`` package (``pip install 'fusioncodec[train]'``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fusioncodec.nets.config import CodecConfig
+from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
+
+GRAPH_VERSION = 1
+OPSET = 17
+EXTERNAL = "weights"  # the location external initializers name: the weight file
+
+# The graphs of each model kind: name -> (submodule, method, its inputs); a graph's inputs
+# are 1 x C x H x W float32 with H and W free.
+GRAPHS: dict[str, dict[str, tuple[str, str, tuple[str, ...]]]] = {
+    "scalable": {
+        "machine.analysis": ("machine.g_a", "forward", ("pixels",)),
+        "machine.hyper_analysis": ("machine.latent.h_a", "forward", ("y",)),
+        "machine.synthesis": ("machine.g_s", "forward", ("y",)),
+        "additional.analysis": ("additional", "analyze", ("pixels", "y_machine")),
+        "additional.hyper_analysis": ("additional.latent.h_a", "forward", ("y_add",)),
+        "human.synthesis": ("human", "forward", ("y_machine", "y_add")),
+    },
+    "baseline": {
+        "machine.analysis": ("g_a", "forward", ("pixels",)),
+        "machine.hyper_analysis": ("latent.h_a", "forward", ("y",)),
+        "machine.synthesis": ("g_s", "forward", ("y",)),
+    },
+}
+LATENTS = {  # the latent codecs of each kind, by layer
+    "scalable": {"machine": "machine.latent", "additional": "additional.latent"},
+    "baseline": {"machine": "latent"},
+}
+
+
+class Method(nn.Module):
+    """A module's method as the forward of a module (parameters under ``inner.``)."""
+
+    def __init__(self, inner: nn.Module, method: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.method: Callable = getattr(inner, method)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.method(*args)
+
+
+def example_inputs(config: CodecConfig, inputs: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """Small inputs of the right channel counts (one 64 px picture, its 4 x 4 latent)."""
+    channels = {
+        "pixels": (3, 64),
+        "y": (config.slices * SLICE_CHANNELS, 4),
+        "y_machine": (config.slices * SLICE_CHANNELS, 4),
+        "y_add": (config.m * SLICE_CHANNELS, 4),
+    }
+    generator = torch.Generator().manual_seed(0)
+    return tuple(
+        torch.rand(1, channels[name][0], channels[name][1], channels[name][1], generator=generator)
+        for name in inputs
+    )
+
+
+def graph_bytes(
+    module: nn.Module, prefix: str, inputs: tuple[str, ...], example: tuple, keys: set[str]
+) -> tuple[bytes, list[str]]:
+    """``module`` as an ONNX graph whose weights are external initializers named as the
+    tensors of a weight file (``keys``, with ``prefix``), and those names."""
+    import onnx
+
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            example,
+            buffer,
+            dynamo=False,
+            input_names=list(inputs),
+            output_names=["out"],
+            dynamic_axes={name: {2: "height", 3: "width"} for name in inputs},
+            do_constant_folding=False,  # keeps every weight under its own name
+            opset_version=OPSET,
+        )
+    graph = onnx.load_from_string(buffer.getvalue())
+    renamed = {}
+    for tensor in graph.graph.initializer:
+        key = prefix + tensor.name.removeprefix("inner.")
+        if key not in keys:
+            raise ValueError(f"{tensor.name}: no tensor {key} in the weight file")
+        renamed[tensor.name] = tensor.name = key
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        tensor.external_data.add(key="location", value=EXTERNAL)
+    for node in graph.graph.node:  # the nodes that read a weight follow its new name
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+    return graph.SerializeToString(), list(renamed.values())
+
+
+def export_graphs(
+    model: nn.Module, kind: str, config: CodecConfig, folder: Path, keys: set[str]
+) -> list[Path]:
+    """Write the graphs of ``model`` (of ``kind``, built from ``config``) and
+    ``layout.json`` into ``folder``; ``keys`` are the names of the tensors in its weight
+    file. Returns the files written."""
+    from fusioncodec.files import write_atomic
+
+    model = model.cpu().eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    written, graphs = [], {}
+    for name, (path, method, inputs) in GRAPHS[kind].items():
+        module = Method(model.get_submodule(path), method)
+        example = example_inputs(config, inputs)
+        data, weights = graph_bytes(module, f"{path}.", inputs, example, keys)
+        target = folder / f"{name}.onnx"
+        write_atomic(target, data)
+        written.append(target)
+        graphs[name] = {"inputs": list(inputs), "weights": weights}
+    layout = {
+        "version": GRAPH_VERSION,
+        "kind": kind,
+        "config": config.to_dict(),
+        "graphs": graphs,
+        "latents": {
+            layer: {"prefix": path, "layout": latent_of(model, path).layout()}
+            for layer, path in LATENTS[kind].items()
+        },
+    }
+    target = folder / "layout.json"
+    write_atomic(target, json.dumps(layout, indent=1) + "\n")
+    return [*written, target]
+
+
+def latent_of(model: nn.Module, path: str) -> SliceLatentCodec:
+    latent = model.get_submodule(path)
+    assert isinstance(latent, SliceLatentCodec)
+    return latent
+
+
+__all__ = ["GRAPHS", "LATENTS", "export_graphs"]

@@ -1,0 +1,149 @@
+"""A weight file opened without torch: its tensors as numpy arrays (checked), its latent
+coders, and onnxruntime sessions of its float graphs (opened on first use).
+
+The graphs live in a folder beside the weight file (``NAME.graphs/``, written by
+:func:`fusioncodec.nets.graphs.export_graphs`); each names the weight-file tensors it reads,
+which are handed to onnxruntime as external initializers, so the weights are the very file
+the torch runtime loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fusioncodec.errors import WeightsError
+from fusioncodec.exact.latent import LatentModel, tables_problem
+from fusioncodec.nets.config import CodecConfig
+from fusioncodec.weight_file import (
+    declared_shapes_problem,
+    existing_weights,
+    identity_of,
+    read_card,
+    tensors_problem,
+)
+
+GRAPH_VERSION = 1  # fusioncodec.nets.graphs.GRAPH_VERSION
+
+
+def graphs_folder(weights: Path) -> Path:
+    """Where the graphs of a weight file are: ``NAME.graphs/`` beside ``NAME.safetensors``."""
+    return weights.with_suffix(".graphs")
+
+
+def read_arrays(path: Path, kind: str, config: CodecConfig) -> dict[str, np.ndarray]:
+    """The tensors of a weight file, floats as float32, checked (declared shapes first,
+    then finite floats and the integer bounds)."""
+    from safetensors.numpy import load_file
+
+    problem = declared_shapes_problem(path, kind, config)
+    if problem:
+        raise WeightsError(f"{path} does not match its model card ({problem})")
+    try:
+        stored = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise WeightsError(f"{path} cannot be read ({str(exc).splitlines()[0]})") from None
+    if problem := tensors_problem(stored):
+        raise WeightsError(f"{path} holds invalid weights: {problem}")
+    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in stored.items()}
+
+
+def latent_model(
+    path: Path, arrays: Mapping[str, np.ndarray], prefix: str, layout: Mapping
+) -> LatentModel:
+    """The latent coder of the latent codec at ``prefix``, its tables and integer networks
+    checked; WeightsError on any problem."""
+    head = prefix + "."
+    sub = {k[len(head) :]: v for k, v in arrays.items() if k.startswith(head)}
+    try:
+        if problem := tables_problem(sub):
+            raise WeightsError(f"{path} has invalid entropy tables: {prefix} {problem}")
+        if any(k.endswith(".weight_int") and not v.size for k, v in sub.items()):
+            raise WeightsError(
+                f"{path} predates portable coding (no integer entropy networks): convert it "
+                "with 'fcodec export WEIGHTS --kind KIND --name NEW'"
+            )
+        model = LatentModel.from_arrays(sub, layout)
+        model.check()
+    except (KeyError, ValueError, IndexError) as exc:
+        if isinstance(exc, WeightsError):
+            raise
+        raise WeightsError(f"{path} does not match its model card ({prefix}: {exc})") from None
+    return model
+
+
+class OpenedWeights:
+    """A scalable or baseline weight file with its graphs, opened for the onnx runtime."""
+
+    def __init__(self, path: str | os.PathLike | None, kind: str) -> None:
+        self.path = existing_weights(path, kind)
+        self.card = read_card(self.path)
+        if self.card["kind"] != kind:
+            raise WeightsError(f"{self.card['name']} is a {self.card['kind']} model, not {kind}")
+        self.config = CodecConfig.from_dict(self.card["config"])
+        self.folder = graphs_folder(self.path)
+        self.layout = self._layout(kind)
+        self.arrays = read_arrays(self.path, kind, self.config)
+        self.coders = {
+            layer: latent_model(self.path, self.arrays, entry["prefix"], entry["layout"])
+            for layer, entry in self.layout["latents"].items()
+        }
+        self.identity = identity_of(self.path)
+        self._sessions: dict[str, tuple] = {}  # graph -> (session, the weights it reads)
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    def _layout(self, kind: str) -> dict:
+        file = self.folder / "layout.json"
+        if not file.is_file():
+            raise WeightsError(
+                f"no ONNX graphs beside {self.path} (expected {file.parent}/): export them "
+                "with 'fcodec export-graphs WEIGHTS' where torch is installed, or code with "
+                "--backend torch"
+            )
+        try:
+            layout = json.loads(file.read_text())
+            fits = (
+                layout["version"] == GRAPH_VERSION
+                and layout["kind"] == kind
+                and CodecConfig.from_dict(layout["config"]) == self.config
+            )
+        except (ValueError, KeyError, TypeError):
+            fits = False
+        if not fits:
+            raise WeightsError(
+                f"the graphs in {file.parent} were not exported for {self.path} (another "
+                "architecture or graph version): export them again with 'fcodec export-graphs'"
+            )
+        return layout
+
+    def session(self, graph: str):  # noqa: ANN201 - onnxruntime.InferenceSession
+        """The onnxruntime session of a graph, opened on first use with the weights."""
+        if graph not in self._sessions:
+            self._sessions[graph] = self._open(graph)
+        return self._sessions[graph][0]
+
+    def _open(self, graph: str) -> tuple:
+        import onnxruntime as ort
+
+        try:
+            data = (self.folder / f"{graph}.onnx").read_bytes()
+            names = self.layout["graphs"][graph]["weights"]
+            values = [ort.OrtValue.ortvalue_from_numpy(self.arrays[name]) for name in names]
+        except (OSError, KeyError, TypeError) as exc:
+            raise WeightsError(f"the graphs in {self.folder} are incomplete ({exc})") from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        options.add_external_initializers(names, values)
+        try:
+            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise WeightsError(f"{self.folder / graph}.onnx cannot run: {reason}") from None
+        return session, values  # onnxruntime reads the weights in place: keep them
