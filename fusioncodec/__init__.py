@@ -37,12 +37,15 @@ from fusioncodec.errors import (
     WeightsError,
 )
 
+BACKENDS = ("auto", "onnx", "torch")
+
 _pillow.register()  # Image.open("x.fcb") and image.save("x.fcb") work after import fusioncodec
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from fusioncodec.codec import Codec, FcbSource, ImageSource
+    from fusioncodec.scalable import FcbSource, ImageSource
+    from fusioncodec.scalable import TwoLayerCodec as Codec
 
 __version__ = "0.5.0"
 __all__ = [
@@ -59,12 +62,17 @@ __all__ = [
 ]
 
 
-def load(weights: str | PathLike | None = None, device: str = "auto") -> Codec:
+def load(
+    weights: str | PathLike | None = None, device: str = "auto", backend: str = "auto"
+) -> Codec:
     """The scalable codec of a weight file (default: the shipped weights) on ``device``
-    (``"cpu"``, ``"cuda"`` or ``"auto"``); loaded once per (weights, device) and cached.
+    (``"cpu"``, ``"cuda"`` or ``"auto"``) and ``backend`` (``"onnx"``: onnxruntime on the
+    CPU, no torch; ``"torch"``: CPU or CUDA; ``"auto"``: torch for ``device="cuda"`` or
+    weights without ONNX graphs, else onnx); loaded once per (weights, device, backend)
+    and cached. Both runtimes write and read the same files.
 
     Raises :class:`WeightsError` (missing or invalid weights) or :class:`ArgumentError`
-    (unknown or unavailable device).
+    (unknown or unavailable device or backend).
 
     >>> codec = fusioncodec.load(device="cpu")
     >>> codec.name, codec.levels
@@ -77,14 +85,16 @@ def load(weights: str | PathLike | None = None, device: str = "auto") -> Codec:
         raise ArgumentError(f"weights must be a path or None, got {type(weights).__name__}")
     if not isinstance(device, str):
         raise ArgumentError(f"device must be 'cpu', 'cuda' or 'auto', got {type(device).__name__}")
-    return _cached(None if weights is None else str(weights), device)
+    if backend not in BACKENDS:
+        raise ArgumentError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return _cached(None if weights is None else str(weights), device, backend)
 
 
 @lru_cache(maxsize=4)
-def _cached(weights: str | None, device: str) -> Codec:
-    from fusioncodec.codec import Codec
+def _cached(weights: str | None, device: str, backend: str) -> Codec:
+    from fusioncodec.scalable import open_codec
 
-    return Codec.from_file(weights, device)
+    return open_codec(weights, device, backend)
 
 
 def encode(
@@ -94,6 +104,7 @@ def encode(
     human_quality: float | None = None,
     weights: str | PathLike | None = None,
     device: str = "auto",
+    backend: str = "auto",
 ) -> bytes:
     """Encode a picture (PIL image, uint8 array, path, image bytes or binary file) into
     ``.fcb`` bytes.
@@ -109,7 +120,7 @@ def encode(
     Traceback (most recent call last):
     fusioncodec.errors.ArgumentError: quality must be between 1 and 8, got 9
     """
-    return load(weights, device).encode(image, layers, quality, human_quality)
+    return load(weights, device, backend).encode(image, layers, quality, human_quality)
 
 
 def decode(
@@ -117,6 +128,7 @@ def decode(
     layer: str | None = None,
     weights: str | PathLike | None = None,
     device: str = "auto",
+    backend: str = "auto",
 ) -> Image.Image:
     """Decode a layer of an ``.fcb`` file (bytes, path or binary file) into an 8-bit sRGB
     PIL image: ``"machine"``, ``"human"``, or None (the default) for the best the file
@@ -133,4 +145,4 @@ def decode(
 
     See :meth:`fusioncodec.codec.Codec.decode` for the errors.
     """
-    return load(weights, device).decode(data, layer)
+    return load(weights, device, backend).decode(data, layer)

@@ -263,3 +263,30 @@ class TwoLayerCodec(ABC):
         layer = layer or default_layer(container.kinds)
         y_machine, y_add = self.decode_latents(container, layer)
         return self.synthesis(y_machine, y_add, container.width, container.height)
+
+
+def open_codec(weights: str | None, device: str = "auto", backend: str = "auto") -> TwoLayerCodec:
+    """The two-layer codec of a weight file on a runtime (see :func:`fusioncodec.load`)."""
+    import importlib.util
+
+    from fusioncodec.runtime.graphs import graphs_folder
+    from fusioncodec.weight_file import existing_weights
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ArgumentError(f"unknown device {device!r} (use cpu, cuda or auto)")
+    if backend == "auto":
+        onnx = importlib.util.find_spec("onnxruntime") is not None
+        graphs = graphs_folder(existing_weights(weights)).is_dir()
+        backend = "onnx" if device != "cuda" and onnx and graphs else "torch"
+    if backend == "onnx":
+        from fusioncodec.runtime import OnnxCodec
+
+        return OnnxCodec.from_file(weights, device)
+    if importlib.util.find_spec("torch") is None:
+        raise ArgumentError(
+            "the torch runtime needs torch (pip install 'fusioncodec[torch]'); the onnx "
+            "runtime codes on the CPU without it"
+        )
+    from fusioncodec.codec import Codec
+
+    return Codec.from_file(weights, device)

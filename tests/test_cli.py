@@ -377,23 +377,27 @@ def test_encode_frees_the_picture_before_coding(
     100 MP it is 0.4 GB of the 3 GB the codec may use)."""
     import gc
 
-    import fusioncodec.codec
+    from fusioncodec.codec import Codec
+    from fusioncodec.runtime import OnnxCodec
 
     gc.collect()  # pictures of earlier tests that only wait for the cycle collector
     seen: list[int] = []
-    analyze = fusioncodec.codec.analyze
+    for runtime in (Codec, OnnxCodec):
+        analysis = runtime.analysis
 
-    def counting(network, pixels, device, y_machine=None):
-        seen.append(live_pictures((pixels.shape[1], pixels.shape[0])))
-        return analyze(network, pixels, device, y_machine)
+        def counting(self, pixels, y_machine=None, analysis=analysis):
+            seen.append(live_pictures((pixels.shape[1], pixels.shape[0])))
+            return analysis(self, pixels, y_machine)
 
-    monkeypatch.setattr(fusioncodec.codec, "analyze", counting)
+        monkeypatch.setattr(runtime, "analysis", counting)
     src = work / "b.png"
-    if source == "file":
-        ok(run(["encode", src, "-o", work / "b2.fcb"], tiny_weights))
-    else:
-        ok(run(["encode", "-", "-o", work / "b2.fcb"], tiny_weights, input=src.read_bytes()))
-    assert seen == [0, 0]  # machine and human analysis
+    for backend in ("onnx", "torch"):
+        args = ["encode", "--backend", backend, "-o", work / "b2.fcb", "--force"]
+        if source == "file":
+            ok(run([*args, src], tiny_weights))
+        else:
+            ok(run([*args, "-"], tiny_weights, input=src.read_bytes()))
+    assert seen == [0, 0, 0, 0]  # machine and human analysis, in each runtime
 
 
 @pytest.mark.parametrize(
@@ -560,12 +564,12 @@ def test_usage_errors_are_one_line(args: list[str], needle: str) -> None:
 def test_ctrl_c_exits_130_and_leaves_no_partial_output(
     work: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fusioncodec.codec import Codec
+    from fusioncodec.scalable import TwoLayerCodec
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Codec, "encode", interrupted)
+    monkeypatch.setattr(TwoLayerCodec, "encode", interrupted)  # either runtime
     out = work / "interrupted.fcb"
     res = run(["encode", work / "b.png", "-o", out], tiny_weights)
     assert res.exit_code == 130 and "interrupted" in res.stderr

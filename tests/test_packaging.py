@@ -1,5 +1,6 @@
-"""A built wheel carries the default weights: installed anywhere, it encodes and decodes from
-another directory without the checkout."""
+"""A built wheel carries the default weights and their graphs: installed anywhere, it
+encodes and decodes from another directory without the checkout; installed alone in a
+fresh virtual environment (the edge install), it codes without torch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,19 +23,26 @@ print(fusioncodec.__file__)
 """
 
 
-def test_installed_wheel_codes_with_its_own_weights(tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "-w", str(wheels), str(ROOT)],
-        check=True, timeout=600, cwd=tmp_path,
+        check=True, timeout=600, cwd=wheels,
     )  # fmt: skip
-    (wheel,) = wheels.glob("fusioncodec-*.whl")
+    (built,) = wheels.glob("fusioncodec-*.whl")
+    return built
+
+
+def test_installed_wheel_codes_with_its_own_weights(tmp_path: Path, wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     for name in ("fusioncodec-default", "baseline-default"):
         assert f"fusioncodec/models/{name}.safetensors" in names
         assert f"fusioncodec/models/{name}.json" in names
+        assert f"fusioncodec/models/{name}.graphs/layout.json" in names
+        assert f"fusioncodec/models/{name}.graphs/machine.synthesis.onnx" in names
     assert "fusioncodec/py.typed" in names
     site = tmp_path / "site"
     subprocess.run(
@@ -61,3 +71,41 @@ def test_installed_wheel_codes_with_its_own_weights(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
     assert (work / "photo.fcb").stat().st_size > 100
     assert (work / "people.png").exists()
+
+
+EDGE = """
+import importlib.util, sys, fusioncodec
+from PIL import Image
+assert importlib.util.find_spec("torch") is None, "torch is installed"
+data = fusioncodec.encode("photo.png", quality=3)
+assert fusioncodec.decode(data, layer="machine").size == Image.open("photo.png").size
+assert "torch" not in sys.modules and fusioncodec.load().backend == "onnx"
+"""
+
+
+def test_edge_install_codes_without_torch(tmp_path: Path, wheel: Path) -> None:
+    """``pip install <wheel>`` alone in a fresh virtual environment: the API and fcodec
+    encode and decode from another folder, and torch is nowhere."""
+    venv = tmp_path / "edge"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python, fcodec = venv / "bin" / "python", venv / "bin" / "fcodec"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FUSIONCODEC_", "PYTHON"))}
+    env.pop("VIRTUAL_ENV", None)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", str(wheel)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-2000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    shutil.copy(ROOT / "examples" / "street.png", work / "photo.png")
+    api = subprocess.run(
+        [str(python), "-c", EDGE], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert api.returncode == 0, api.stderr
+    for args in (["encode", "photo.png", "-q", "2"], ["decode", "photo.fcb", "-o", "seen.png"]):
+        run = subprocess.run(
+            [str(fcodec), *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stderr
+    assert (work / "seen.png").stat().st_size > 1000

@@ -29,7 +29,7 @@ import click
 from fusioncodec import __version__
 from fusioncodec.cli.coding import decode, encode, info, strip
 from fusioncodec.cli.common import CliError, FileError, LazyGroup
-from fusioncodec.cli.export import export_command
+from fusioncodec.cli.export import export_command, export_graphs_command
 from fusioncodec.cli.train import train
 from fusioncodec.messages import error_reason, one_line
 
@@ -146,5 +146,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
 
 
-for _command in (encode, decode, info, strip, train, export_command):
+for _command in (encode, decode, info, strip, train, export_command, export_graphs_command):
     cli.add_command(_command)

@@ -216,6 +216,7 @@ def decode(
     (with --layer auto, the layer the file's header names as its best). A folder stands
     for the .fcb files in it (with --engine ray, also a URI such as s3://...).
     """
+
     def name_for(source: str) -> str:
         return f"{Path(source).stem}.{_named_layer(source, layer)}.png"
 

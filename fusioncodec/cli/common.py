@@ -24,7 +24,7 @@ from fusioncodec.file_jobs import EXPECTED, FileFailure, show
 from fusioncodec.messages import error_reason, one_line
 
 if TYPE_CHECKING:
-    from fusioncodec.codec import Codec
+    from fusioncodec.scalable import TwoLayerCodec as Codec
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound="Codec")
@@ -129,14 +129,35 @@ def _checked_device(ctx: click.Context, param: click.Parameter, value: str) -> s
     return value
 
 
+BACKEND = "fusioncodec.backend"  # where --backend keeps its value for codec_loader
+
+
+def _keep_backend(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[BACKEND] = value
+    return value
+
+
 def device_option(f: F) -> F:
+    """``--device`` and ``--backend`` (the latter read by :func:`codec_loader`)."""
+    f = click.option(
+        "--backend",
+        type=click.Choice(["auto", "onnx", "torch"]),
+        default="auto",
+        show_default=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_keep_backend,
+        help="The runtime that codes: onnx (onnxruntime, CPU) or torch (CPU or CUDA); auto: "
+        "torch for --device cuda or weights without ONNX graphs, else onnx.",
+    )(f)
     return click.option(
         "--device",
         type=click.Choice(["auto", "cpu", "cuda"]),
         default="auto",
         show_default=True,
         callback=_checked_device,
-        help="Where to run the model (auto: cuda if available).",
+        help="Where to run the model (auto: the CPU with the onnx runtime, else cuda if "
+        "torch sees it).",
     )(f)
 
 
@@ -255,13 +276,16 @@ def finish(failed: int) -> None:
 
 
 def codec_loader(weights: str | None, device: str) -> Callable[[], Codec]:
-    """A function that loads the codec on first call (fatal CliError on failure). Check the
-    weights' card and the qualities first, once, with :func:`check_qualities_early`."""
+    """A function that loads the codec on first call (fatal CliError on failure), on the
+    runtime ``--backend`` chose. Check the weights' card and the qualities first, once,
+    with :func:`check_qualities_early`."""
+    context = click.get_current_context(silent=True)
+    backend = context.meta.get(BACKEND, "auto") if context else "auto"
 
     def load() -> Codec:
         import fusioncodec
 
-        return fusioncodec.load(weights, device)
+        return fusioncodec.load(weights, device, backend)
 
     return _checked_loader(load, weights)
 

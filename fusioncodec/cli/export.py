@@ -62,3 +62,31 @@ def export_command(
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
         raise CliError(f"cannot export {show(checkpoint)}: {error_reason(exc)}") from None
     click.echo(f"wrote {path} (identity {identity.hex()})", err=True)
+
+
+@click.command("export-graphs")
+@click.argument("weights", type=click.Path(dir_okay=False))
+@force_option
+def export_graphs_command(weights: str, force: bool) -> None:
+    """Write a weight file's ONNX graphs (for --backend onnx).
+
+    Writes WEIGHTS.graphs/ beside the weights: the onnx runtime needs it. 'fcodec export'
+    writes it already; this is for weight files made before 0.6. Needs torch and onnx
+    (pip install 'fusioncodec[train]')."""
+    from fusioncodec.errors import FusionCodecError
+    from fusioncodec.runtime.graphs import graphs_folder
+    from fusioncodec.weights import write_graphs
+
+    path = Path(weights)
+    if not path.is_file():
+        raise CliError(f"weights not found: {show(weights)}")
+    folder = graphs_folder(path)
+    if folder.exists() and not force:
+        raise CliError(f"{show(folder)} exists (use --force to replace it)")
+    try:
+        written = write_graphs(path)
+    except ImportError as exc:
+        raise CliError(f"exporting graphs needs torch and onnx ({exc.name} is missing)") from None
+    except (FusionCodecError, ValueError, RuntimeError, OSError) as exc:
+        raise CliError(f"cannot export graphs of {show(weights)}: {error_reason(exc)}") from None
+    click.echo(f"wrote {len(written)} files in {show(folder)}", err=True)

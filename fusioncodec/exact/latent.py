@@ -24,7 +24,7 @@ from decimal import Decimal, localcontext
 import numpy as np
 
 from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
-from fusioncodec.coding.tables import ESCAPE_RANGE, cdf_problem, min_bits
+from fusioncodec.coding.tables import ESCAPE_RANGE
 from fusioncodec.exact.networks import (
     ACT_LIMIT,
     FRAC,
@@ -35,13 +35,13 @@ from fusioncodec.exact.networks import (
     scale_thresholds,
     to_fixed,
 )
+from fusioncodec.exact.tables import EB, GC, min_payload_bits, tables_of
 from fusioncodec.tiling import run_tiled
 
 SLICE_CHANNELS = 64
 # Tiles of the networks at latent resolution, in y positions (16 px) and z positions (64 px):
 # a few hundred MB at most for any picture size; a picture up to 2048 px is one tile.
 Y_TILE, Z_TILE = 128, 32
-EB, GC = "entropy_bottleneck", "gaussian_conditional"
 
 #: the encoder's hyper-analysis: scaled y (1 x C x H x W float32) -> z (float32)
 HyperAnalysis = Callable[[np.ndarray], np.ndarray]
@@ -60,14 +60,6 @@ def cut(*sources: np.ndarray) -> Callable[[int, int, int, int], np.ndarray]:
         return np.concatenate(parts, -3, dtype=np.float64)
 
     return read
-
-
-def tables_of(arrays: Mapping[str, np.ndarray], module: str) -> CategoricalTables:
-    return CategoricalTables(
-        arrays[f"{module}._quantized_cdf"],
-        arrays[f"{module}._cdf_length"],
-        arrays[f"{module}._offset"],
-    )
 
 
 @dataclass
@@ -375,32 +367,3 @@ def decoded_symbols(
         if words is not None and echo.num_words() > words:
             raise ValueError("the payload ends before the latent does")
     return values
-
-
-def tables_problem(arrays: Mapping[str, np.ndarray]) -> str | None:
-    """What is wrong with a latent codec's stored CDF tables (shape, range, monotonicity)
-    or its scale table, or None. Empty tables (a model never updated) are not checked:
-    coding refuses them itself."""
-    scale_table = np.asarray(arrays[f"{GC}.scale_table"], dtype=np.float64)
-    for name, module, count in (
-        ("z", EB, arrays[f"{EB}.quantiles"].shape[0]),
-        ("y", GC, len(scale_table)),
-    ):
-        cdf = arrays[f"{module}._quantized_cdf"]
-        if cdf.size == 0:
-            continue
-        length, offset = arrays[f"{module}._cdf_length"], arrays[f"{module}._offset"]
-        if problem := cdf_problem(cdf, length, offset, count):
-            return f"{name}: {problem}"
-    if scale_table.size and (
-        not np.isfinite(scale_table).all() or (np.diff(scale_table) <= 0).any()
-    ):
-        return "scale table not increasing"
-    return None
-
-
-def min_payload_bits(arrays: Mapping[str, np.ndarray], z_shape: tuple[int, int]) -> float:
-    """A lower bound on any payload's size for a hyper-latent of ``z_shape``: a shorter
-    payload cannot be valid, so the decoder refuses it before allocating anything."""
-    bits = min_bits(arrays[f"{EB}._quantized_cdf"], arrays[f"{EB}._cdf_length"])
-    return bits * z_shape[0] * z_shape[1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,7 +87,11 @@ def graph_bytes(
     import onnx
 
     buffer = io.BytesIO()
-    with torch.no_grad():
+    # The TorchScript exporter keeps every weight under its module name (torch.export's
+    # optimiser folds the GDN reparametrisations into new constants); it warns that it is
+    # deprecated.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module,
             example,

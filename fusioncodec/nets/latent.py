@@ -18,12 +18,8 @@ from torch import Tensor, nn
 
 from fusioncodec._torchvision import ensure_torchvision
 from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
-from fusioncodec.exact.latent import (
-    SLICE_CHANNELS,
-    LatentModel,
-    min_payload_bits,
-    tables_problem,
-)
+from fusioncodec.exact.latent import SLICE_CHANNELS, LatentModel
+from fusioncodec.exact.tables import min_payload_bits, tables_problem
 from fusioncodec.nets.entropy import (
     HostFreeBottleneck,
     load_table_buffers,

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from fusioncodec.errors import WeightsError
-from fusioncodec.exact.latent import LatentModel, tables_problem
+from fusioncodec.exact.latent import LatentModel
+from fusioncodec.exact.tables import tables_problem
 from fusioncodec.nets.config import CodecConfig
 from fusioncodec.weight_file import (
     declared_shapes_problem,
