@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 FRAC = 15  # fractional bits of every activation
 ACT_LIMIT = (1 << 24) - 1  # |activation| bound (values up to +-512)
@@ -35,6 +36,7 @@ WEIGHT_LIMIT = (1 << 14) - 1
 MAX_FAN_IN = 1 << 13  # products * fan-in < 2**51: exact in float64 with room for the bias
 MAX_SHIFT = 40
 BIAS_LIMIT = float(1 << 50)
+COLUMNS_BYTES = 32 << 20  # the stacked inputs of a convolution, per matrix product
 
 TANH_STEP_BITS = 7  # table step 2**-7 over [0, 8]
 TANH_FRAC = 30
@@ -123,14 +125,23 @@ class IntegerConv:
             return (self.taps[0, 0] @ x.reshape(c, -1)).reshape(-1, h, w)
         padded = np.pad(x, ((0, 0), (p, p), (p, p)))
         rows, cols = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        acc = np.zeros((self.taps.shape[2], rows * cols))
-        for ky in range(k):
-            for kx in range(k):
-                window = padded[
-                    :, ky : ky + s * (rows - 1) + 1 : s, kx : kx + s * (cols - 1) + 1 : s
-                ]
-                acc += self.taps[ky, kx] @ window.reshape(c, -1)
-        return acc.reshape(-1, rows, cols)
+        # Each kernel position's input, stacked (im2col): one matrix product per band of
+        # output rows, the band's columns within COLUMNS_BYTES.
+        windows = sliding_window_view(padded, (k, k), axis=(1, 2))[:, ::s, ::s]
+        weights = self.matrix
+        acc = np.empty((weights.shape[0], rows, cols))
+        band = max(1, COLUMNS_BYTES // (8 * k * k * c * cols))
+        for r0 in range(0, rows, band):
+            part = windows[:, r0 : r0 + band].transpose(3, 4, 0, 1, 2).reshape(k * k * c, -1)
+            acc[:, r0 : r0 + band] = (weights @ part).reshape(-1, min(band, rows - r0), cols)
+        return acc
+
+    @functools.cached_property
+    def matrix(self) -> np.ndarray:
+        """The weights as one ``out x (k k in)`` matrix, in the order of :meth:`_direct`'s
+        stacked inputs."""
+        k, _, out, cin = self.taps.shape
+        return self.taps.transpose(2, 0, 1, 3).reshape(out, k * k * cin)
 
     def _transposed(self, x: np.ndarray) -> np.ndarray:
         k, s, p, extra = self.taps.shape[0], self.stride, self.padding, self.output_padding
