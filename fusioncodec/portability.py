@@ -20,7 +20,7 @@ from torch import nn
 from fusioncodec.coding import tables
 
 if TYPE_CHECKING:
-    from fusioncodec.codec import Codec
+    from fusioncodec.scalable import TwoLayerCodec as Codec
 
 SETTINGS = ("default", "onednn-off", "threads-1", "threads-2", "memory-format", "float64", "noise")
 

@@ -9,6 +9,7 @@ is also written beside it as ``<name>.json`` for people.  The identity written i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +198,8 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, save(state, metadata={"fusioncodec": json.dumps(card)}))
     write_atomic(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
-    write_graphs(path)
+    if importlib.util.find_spec("onnx") is not None:  # else fcodec export says so
+        write_graphs(path)
     return identity_of(path)
 
 

@@ -59,6 +59,14 @@ def tiny_codec(tiny_weights: Path):
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx_codec(tiny_weights: Path):
+    """The tiny model in the onnx runtime (the graphs export wrote beside its weights)."""
+    from fusioncodec.runtime import OnnxCodec
+
+    return OnnxCodec.from_file(tiny_weights)
+
+
+@pytest.fixture(scope="session")
 def shared() -> Path:
     if not SHARED.exists():
         pytest.skip(f"shared data not found at {SHARED}")

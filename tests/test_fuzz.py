@@ -31,6 +31,14 @@ def originals(tiny_codec):
     return data, pictures
 
 
+@pytest.fixture(scope="module")
+def onnx_pictures(tiny_onnx_codec, originals):
+    (data, _), _ = originals
+    return {
+        layer: np.asarray(tiny_onnx_codec.decode(data, layer)) for layer in ("machine", "human")
+    }
+
+
 @settings(
     max_examples=300,
     deadline=None,
@@ -42,6 +50,25 @@ def test_hostile_files_give_an_error_or_a_correct_picture(tiny_codec, originals,
     (data, other), pictures = originals
     case = mutate(data, other, kind, np.random.default_rng(seed))
     result = judge(tiny_codec, data, pictures, case)
+    bad = {k: v for k, v in result["outcomes"].items() if v.startswith("BAD")}
+    assert not bad, (case.kind, case.detail, bad)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**32 - 1))
+def test_the_onnx_runtime_gives_an_error_or_a_correct_picture(
+    tiny_onnx_codec, originals, onnx_pictures, kind, seed
+):
+    """The same judgement in the onnx runtime, of the torch runtime's files."""
+    (data, other), _ = originals
+    pictures = onnx_pictures
+    case = mutate(data, other, kind, np.random.default_rng(seed))
+    result = judge(tiny_onnx_codec, data, pictures, case)
     bad = {k: v for k, v in result["outcomes"].items() if v.startswith("BAD")}
     assert not bad, (case.kind, case.detail, bad)
 

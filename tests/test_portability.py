@@ -1,8 +1,8 @@
 """Portable files: a corpus coded with the shipped weights decodes to the same latents and
 the same range-coder symbols under every numerical setting torch offers on this machine
 (oneDNN on/off, 1 and 2 threads, channels_last or contiguous weights, float64, 1e-6
-noise in the float layers),
-and files encoded under each setting decode identically under the default one."""
+noise in the float layers) and in the onnx runtime, and files encoded under each setting
+or by the onnx runtime decode identically under the default one."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from PIL import Image
 
 from fusioncodec.codec import Codec
 from fusioncodec.portability import SETTINGS, corpus_plan, decode_record, numeric_setting
+from fusioncodec.runtime import OnnxCodec
 from fusioncodec.weight_file import default_weights
 
 OTHER_SETTINGS = [s for s in SETTINGS if s != "default"]
@@ -101,3 +102,27 @@ def test_unknown_setting_is_refused(codec):
     with pytest.raises(ValueError, match="unknown setting"):
         with numeric_setting(codec.model, "fast-math"):
             pass
+
+
+@pytest.fixture(scope="module")
+def onnx_codec() -> OnnxCodec:
+    return OnnxCodec.from_file(default_weights())
+
+
+def test_the_onnx_runtime_decodes_the_corpus_identically(onnx_codec, corpus):
+    """The same latents and the same symbols as the torch runtime, file by file."""
+    differ = [
+        f"{name}/{layer}"
+        for name, (data, record) in corpus.items()
+        for layer, value in decode_record(onnx_codec, data).items()
+        if record[layer] != value
+    ]
+    assert not differ, f"{len(differ)} layer decodes differ: {differ[:5]}"
+
+
+def test_files_the_onnx_runtime_encodes_decode_identically_with_torch(codec, onnx_codec, plan):
+    for name, image, quality, layers in plan[::4]:
+        data = onnx_codec.encode(image, layers, quality)
+        record = decode_record(onnx_codec, data)
+        assert all(not v.startswith("error") for v in record.values()), (name, record)
+        assert decode_record(codec, data) == record, name

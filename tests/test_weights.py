@@ -15,6 +15,8 @@ from safetensors.torch import save_file
 from fusioncodec.codec import Codec
 from fusioncodec.nets import CodecConfig, ScalableCodec, SingleLayerCodec
 from fusioncodec.nets.exact import ExactConvMixin
+from fusioncodec.runtime import OnnxCodec
+from fusioncodec.runtime.graphs import graphs_folder
 from fusioncodec.weight_file import read_card
 from fusioncodec.weights import (
     ENTROPY_PARAMETERS,
@@ -389,8 +391,21 @@ def test_invalid_cards_are_refused_before_building(exported, tmp_path, change, m
     assert "\n" not in str(info.value)
 
 
+@pytest.fixture(params=["torch", "onnx"])
+def load_in(request, exported):
+    """Loading weights in either runtime (the onnx one with the exported file's graphs)."""
+
+    def loader(path: Path) -> object:
+        if request.param == "torch":
+            return load(path)
+        shutil.copytree(graphs_folder(exported["path"]), graphs_folder(path), dirs_exist_ok=True)
+        return OnnxCodec.from_file(path)
+
+    return loader
+
+
 @pytest.mark.parametrize("tamper", ["offset-max", "not-increasing", "wrong-count", "short-end"])
-def test_tampered_entropy_tables_are_blamed_on_the_weights(exported, tmp_path, tamper):
+def test_tampered_entropy_tables_are_blamed_on_the_weights(exported, tmp_path, tamper, load_in):
     key = "machine.latent.gaussian_conditional."
     with safe_open(str(exported["path"]), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -408,7 +423,7 @@ def test_tampered_entropy_tables_are_blamed_on_the_weights(exported, tmp_path, t
     path = tmp_path / "tables.safetensors"
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(WeightsError, match=rf"{path.name} has invalid entropy tables"):
-        load(path)
+        load_in(path)
 
 
 def _rewritten(exported: dict, path: Path, tensors=None, meta: str | None = None) -> Path:
@@ -449,11 +464,14 @@ H_S = "machine.latent.h_s.0."
         ({"machine.g_a.0.bias": _set((0,), float("inf"))}, "NaN or infinite"),
     ],
 )
-def test_weights_outside_the_format_bounds_are_refused(exported, tmp_path, tensors, message):
+def test_weights_outside_the_format_bounds_are_refused(
+    exported, tmp_path, tensors, message, load_in
+):
     """The exactness guarantee rests on these bounds; a NaN weight gave black pictures."""
     path = _rewritten(exported, tmp_path / "bad.safetensors", tensors)
-    with pytest.raises(WeightsError, match=message.replace("+", r"\+")):
-        load(path)
+    with pytest.raises(WeightsError, match=message.replace("+", r"\+")) as info:
+        load_in(path)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(

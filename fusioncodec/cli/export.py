@@ -62,6 +62,14 @@ def export_command(
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
         raise CliError(f"cannot export {show(checkpoint)}: {error_reason(exc)}") from None
     click.echo(f"wrote {path} (identity {identity.hex()})", err=True)
+    from fusioncodec.runtime.graphs import graphs_folder
+
+    if not graphs_folder(path).is_dir():
+        click.echo(
+            "note: no ONNX graphs written (the onnx package is missing); the onnx runtime "
+            f"needs them: pip install onnx, then fcodec export-graphs {show(path)}",
+            err=True,
+        )
 
 
 @click.command("export-graphs")

@@ -122,30 +122,22 @@ class LatentModel:
         return self._tables
 
     def check(self) -> None:
-        """ValueError unless the integer networks and gains fit together: each network runs
-        on a zero input of the channels it will meet and gives the channels coding needs."""
-        z = np.zeros((self.z_channels, 1, 1))
-        hyper = self.hyper(z)
-        hc = hyper.shape[0]
+        """ValueError unless the integer networks and gains fit together: each network takes
+        the channels it will meet and gives those coding needs (shapes only, no work)."""
+        hc = self.hyper.channels()[1]
+        needs = [(self.hyper, "the hyper-synthesis", self.z_channels, hc)]
         if self.context is not None:
-            found = self.context(np.zeros((self.context_channels(), 1, 1))).shape[0]
-            if found != hc:
-                raise ValueError(f"the context network gives {found} channels, not {hc}")
+            needs.append((self.context, "the context network", self.context.channels()[0], hc))
         for i in range(self.slices):
-            x = np.zeros((hc + SLICE_CHANNELS * i, 1, 1))
-            if self.params[i](x).shape[0] != 2 * SLICE_CHANNELS:
-                raise ValueError(f"slice {i}'s parameter network has the wrong outputs")
-            x = np.zeros((hc + SLICE_CHANNELS * (i + 1), 1, 1))
-            if self.lrps[i](x).shape[0] != SLICE_CHANNELS:
-                raise ValueError(f"slice {i}'s prediction network has the wrong outputs")
+            width = hc + SLICE_CHANNELS * i
+            needs.append((self.params[i], f"slice {i}'s parameters", width, 2 * SLICE_CHANNELS))
+            needs.append((self.lrps[i], f"slice {i}'s prediction", width + SLICE_CHANNELS, 64))
+        for net, name, cin, cout in needs:
+            if net.channels() != (cin, cout):
+                raise ValueError(f"{name} maps {net.channels()} channels, coding needs {cin, cout}")
         for table in (self.log_gain, self.log_inverse):
             if table.ndim != 2 or table.shape[1] != self.channels or table.shape[0] < 2:
                 raise ValueError(f"gain tables of shape {table.shape} for {self.channels} channels")
-
-    def context_channels(self) -> int:
-        """The channels of the context (the taps of the context network's first layer)."""
-        assert self.context is not None
-        return self.context.layers[0].taps.shape[3]  # type: ignore[union-attr]
 
     def min_payload_bits(self, z_shape: tuple[int, int]) -> float:
         return min_payload_bits(self.arrays, z_shape)

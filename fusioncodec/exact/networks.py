@@ -76,13 +76,13 @@ def from_fixed(a: np.ndarray) -> np.ndarray:
 class IntegerConv:
     """A convolution (or transposed convolution) on fixed-point integers.
 
-    ``taps[ky, kx]`` is the ``out x in`` integer matrix of one kernel position; ``scale``
-    is ``2**-shift`` per output channel, ``bias`` the integer bias at the accumulator's
-    scale. The sum runs one kernel position at a time (a matrix product each): any order
+    ``weight`` is the stored int16 tensor (``out x in x k x k``, or ``in x out x k x k``
+    when transposed); ``scale`` is ``2**-shift`` per output channel, ``bias`` the integer
+    bias at the accumulator's scale. The sums are matrix products in float64: any order
     gives the same integers.
     """
 
-    taps: np.ndarray  # k x k x out x in, float64 holding integers
+    weight: np.ndarray  # as stored (int16)
     scale: np.ndarray  # out, float64 powers of two
     bias: np.ndarray  # out, float64 holding integers
     stride: int
@@ -96,13 +96,15 @@ class IntegerConv:
     ) -> IntegerConv:
         """The layer ``key`` of a weight file (its ``weight_int``, ``weight_shift`` and
         ``bias_int``), laid out as ``layer`` says (kind, stride, padding, output padding)."""
-        weight = np.asarray(arrays[f"{key}.weight_int"], dtype=np.float64)
+        weight = np.asarray(arrays[f"{key}.weight_int"])
         transposed = layer["kind"] == "deconv"
-        # conv weights are out x in x k x k, transposed ones in x out x k x k
-        taps = weight.transpose(2, 3, 1, 0) if transposed else weight.transpose(2, 3, 0, 1)
+        out = weight.shape[1 if transposed else 0] if weight.ndim == 4 else -1
+        shapes = [arrays[f"{key}.{name}"].shape for name in ("weight_shift", "bias_int")]
+        if weight.ndim != 4 or shapes != [(out,), (out,)]:
+            raise ValueError(f"size mismatch for the integer weights of {key}")
         shift = np.asarray(arrays[f"{key}.weight_shift"], dtype=np.float64)
         return cls(
-            np.ascontiguousarray(taps),
+            weight,
             np.exp2(-shift),
             np.asarray(arrays[f"{key}.bias_int"], dtype=np.float64),
             int(layer["stride"]),
@@ -110,6 +112,19 @@ class IntegerConv:
             transposed,
             int(layer.get("output_padding", 0)),
         )
+
+    @property
+    def channels(self) -> tuple[int, int]:
+        """(in, out) channels."""
+        a, b = self.weight.shape[:2]
+        return (a, b) if self.transposed else (b, a)
+
+    @functools.cached_property
+    def taps(self) -> np.ndarray:
+        """``taps[ky, kx]``: the ``out x in`` matrix of one kernel position (float64, made
+        on first use)."""
+        order = (2, 3, 1, 0) if self.transposed else (2, 3, 0, 1)
+        return np.ascontiguousarray(self.weight.transpose(order), dtype=np.float64)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Fixed-point integers in, fixed-point integers out (float64 holding integers)."""
@@ -179,6 +194,16 @@ class IntegerNetwork:
             for i, layer in enumerate(layout)
         ]
         return cls(tuple(layers))
+
+    def channels(self) -> tuple[int, int]:
+        """(in, out) channels; ValueError if a layer does not take its predecessor's."""
+        convs = [layer for layer in self.layers if isinstance(layer, IntegerConv)]
+        for a, b in zip(convs, convs[1:], strict=False):
+            if a.channels[1] != b.channels[0]:
+                raise ValueError(
+                    f"a layer of {a.channels[1]} channels feeds one of {b.channels[0]}"
+                )
+        return convs[0].channels[0], convs[-1].channels[1]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         for layer in self.layers:

@@ -81,9 +81,9 @@ def example_inputs(config: CodecConfig, inputs: tuple[str, ...]) -> tuple[torch.
 
 def graph_bytes(
     module: nn.Module, prefix: str, inputs: tuple[str, ...], example: tuple, keys: set[str]
-) -> tuple[bytes, list[str]]:
+) -> tuple[bytes, dict[str, list[int]]]:
     """``module`` as an ONNX graph whose weights are external initializers named as the
-    tensors of a weight file (``keys``, with ``prefix``), and those names."""
+    tensors of a weight file (``keys``, with ``prefix``), and their names and shapes."""
     import onnx
 
     buffer = io.BytesIO()
@@ -104,19 +104,20 @@ def graph_bytes(
             opset_version=OPSET,
         )
     graph = onnx.load_from_string(buffer.getvalue())
-    renamed = {}
+    renamed, shapes = {}, {}
     for tensor in graph.graph.initializer:
         key = prefix + tensor.name.removeprefix("inner.")
         if key not in keys:
             raise ValueError(f"{tensor.name}: no tensor {key} in the weight file")
         renamed[tensor.name] = tensor.name = key
+        shapes[key] = list(tensor.dims)
         tensor.ClearField("raw_data")
         tensor.data_location = onnx.TensorProto.EXTERNAL
         del tensor.external_data[:]
         tensor.external_data.add(key="location", value=EXTERNAL)
     for node in graph.graph.node:  # the nodes that read a weight follow its new name
         node.input[:] = [renamed.get(name, name) for name in node.input]
-    return graph.SerializeToString(), list(renamed.values())
+    return graph.SerializeToString(), shapes
 
 
 def export_graphs(

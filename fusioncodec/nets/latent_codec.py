@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from fusioncodec.coding import RangeDecoder, RangeEncoder
+from fusioncodec.exact.latent import LatentModel
 
 
 class LatentCodec(nn.Module, ABC):
@@ -18,9 +19,11 @@ class LatentCodec(nn.Module, ABC):
       likelihoods it is charged for, in float32 under any autocast (training runs the
       transforms in bf16, never the entropy model); the rate is charged on noisy latents,
       or on the rounded ones while ``rounded_rate`` is set (a mode, like ``training``);
-    * ``compress(y, q, encoder, context)`` / ``decompress(decoder, z_shape, q, device,
-      context, echo, words)``: the range-coded stream and the decoder's exact latent, the
-      same on every device;
+    * ``coder()``: its integer path for coding, a :class:`fusioncodec.exact.LatentModel` (numpy),
+      which both runtimes call; ``compress(y, q, encoder, context)`` /
+      ``decompress(decoder, z_shape, q, device, context, echo, words)`` are that coder on
+      torch tensors: the range-coded stream and the decoder's exact latent, the same on
+      every device;
     * ``update()`` after training, ``table_problem()`` before coding with loaded tables,
       ``min_payload_bits(z_shape)`` before decoding anything.
 
@@ -52,6 +55,9 @@ class LatentCodec(nn.Module, ABC):
         echo: RangeEncoder | None = None,
         words: int | None = None,
     ) -> Tensor: ...
+
+    @abstractmethod
+    def coder(self) -> LatentModel: ...
 
     @abstractmethod
     def update(self) -> None: ...

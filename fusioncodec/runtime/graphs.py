@@ -37,8 +37,8 @@ def graphs_folder(weights: Path) -> Path:
 
 
 def read_arrays(path: Path, kind: str, config: CodecConfig) -> dict[str, np.ndarray]:
-    """The tensors of a weight file, floats as float32, checked (declared shapes first,
-    then finite floats and the integer bounds)."""
+    """The tensors of a weight file as stored, checked (declared shapes first, then finite
+    floats and the integer bounds)."""
     from safetensors.numpy import load_file
 
     problem = declared_shapes_problem(path, kind, config)
@@ -50,7 +50,7 @@ def read_arrays(path: Path, kind: str, config: CodecConfig) -> dict[str, np.ndar
         raise WeightsError(f"{path} cannot be read ({str(exc).splitlines()[0]})") from None
     if problem := tensors_problem(stored):
         raise WeightsError(f"{path} holds invalid weights: {problem}")
-    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in stored.items()}
+    return stored
 
 
 def latent_model(
@@ -135,10 +135,19 @@ class OpenedWeights:
 
         try:
             data = (self.folder / f"{graph}.onnx").read_bytes()
-            names = self.layout["graphs"][graph]["weights"]
-            values = [ort.OrtValue.ortvalue_from_numpy(self.arrays[name]) for name in names]
-        except (OSError, KeyError, TypeError) as exc:
+            shapes = self.layout["graphs"][graph]["weights"]
+            names = list(shapes)
+            arrays = [self.arrays[name] for name in names]
+        except (OSError, KeyError, TypeError, AttributeError) as exc:
             raise WeightsError(f"the graphs in {self.folder} are incomplete ({exc})") from None
+        for name, array in zip(names, arrays, strict=True):
+            if list(array.shape) != shapes[name]:
+                raise WeightsError(
+                    f"{self.path} does not match its graphs ({name} is {list(array.shape)}, "
+                    f"the graph needs {shapes[name]})"
+                )
+        # the float32 the torch runtime computes with (fp16 weights convert exactly)
+        values = [ort.OrtValue.ortvalue_from_numpy(a.astype(np.float32)) for a in arrays]
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         options.add_external_initializers(names, values)
