@@ -109,3 +109,10 @@ def test_edge_install_codes_without_torch(tmp_path: Path, wheel: Path) -> None:
         )
         assert run.returncode == 0, run.stderr
     assert (work / "seen.png").stat().st_size > 1000
+    for args in (["encode", "photo.png", "--backend", "torch", "-o", "t.fcb"], ["bench"]):
+        run = subprocess.run(
+            [str(fcodec), *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+        assert "needs torch, which is not installed: pip install 'fusioncodec[torch]'" in run.stderr
+    assert not (work / "t.fcb").exists()

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from fusioncodec import codec as codec_module
+from fusioncodec import runtime as runtime_module
 from fusioncodec.exact import latent as latent_module
 from fusioncodec.image import pixel_reader, pixel_writer, to_image, to_tensor
 from fusioncodec.tiling import spans, tiled
@@ -67,15 +68,18 @@ def small_tiles(monkeypatch):
         monkeypatch.setattr(latent_module, "Y_TILE", 4)
         monkeypatch.setattr(latent_module, "Z_TILE", 1)
         monkeypatch.setattr(codec_module, "TRANSFORM_TILE", 4)
+        monkeypatch.setattr(runtime_module, "TRANSFORM_TILE", 4)
 
     return use
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_files_decode_the_same_in_any_tiling(tiny_codec, small_tiles) -> None:
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_files_decode_the_same_in_any_tiling(request, runtime: str, small_tiles) -> None:
     """A file coded in one tile decodes in 64 px tiles to the same latent (the echo check
     would fail on one different symbol), and the other way round; pictures within a grey
-    level (float synthesis)."""
+    level (float synthesis). In either runtime."""
+    tiny_codec = request.getfixturevalue("tiny_codec" if runtime == "torch" else "tiny_onnx_codec")
     rng = np.random.default_rng(1)
     image = Image.fromarray(rng.integers(0, 256, (150, 230, 3), dtype=np.uint8))
     whole = tiny_codec.encode(image, quality=3, human_quality=5)

@@ -92,6 +92,29 @@ class FcodecGroup(LazyGroup):
             raise  # click's main() handles EPIPE quietly
         except (ValueError, OSError) as exc:
             raise CliError(error_reason(exc)) from None
+        except ModuleNotFoundError as exc:  # a command of an extra the install lacks
+            package = (exc.name or "").partition(".")[0]
+            if package not in EXTRA_OF:
+                raise
+            command = ctx.invoked_subcommand or "this command"
+            raise CliError(
+                f"'fcodec {command}' needs {package}, which is not installed: "
+                f"pip install 'fusioncodec[{EXTRA_OF[package]}]'"
+            ) from None
+
+
+# The packages of the extras, and the extra that installs each (pyproject.toml).
+EXTRA_OF = {
+    "torch": "torch",
+    "compressai": "torch",
+    "onnx": "train",
+    "scipy": "train",
+    "pycocotools": "train",
+    "segment_anything": "sam",
+    "pytorch_msssim": "eval",
+    "matplotlib": "eval",
+    "pillow_heif": "eval",
+}
 
 
 def _exit_interrupted() -> None:

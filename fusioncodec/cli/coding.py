@@ -19,7 +19,7 @@ from fusioncodec.cli.common import (
     LayersType,
     check_qualities_early,
     codec_loader,
-    device_option,
+    coding_device_option,
     errors,
     finish,
     force_option,
@@ -112,7 +112,7 @@ def _named_layer(source: str, layer: str) -> str:
     "--human-quality", type=float, default=None, help="Human-layer quality [default: --quality]."
 )
 @weights_option
-@device_option
+@coding_device_option
 @engine_options
 @force_option
 @json_option
@@ -193,7 +193,7 @@ def encode(
     "else the machine layer.",
 )
 @weights_option
-@device_option
+@coding_device_option
 @engine_options
 @force_option
 @json_option

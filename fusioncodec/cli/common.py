@@ -137,8 +137,9 @@ def _keep_backend(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
-def device_option(f: F) -> F:
-    """``--device`` and ``--backend`` (the latter read by :func:`codec_loader`)."""
+def coding_device_option(f: F) -> F:
+    """``--device`` and ``--backend`` (the latter read by :func:`codec_loader`): where
+    ``encode`` and ``decode`` run."""
     f = click.option(
         "--backend",
         type=click.Choice(["auto", "onnx", "torch"]),
@@ -158,6 +159,17 @@ def device_option(f: F) -> F:
         callback=_checked_device,
         help="Where to run the model (auto: the CPU with the onnx runtime, else cuda if "
         "torch sees it).",
+    )(f)
+
+
+def device_option(f: F) -> F:
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        callback=_checked_device,
+        help="Where to run the model (auto: cuda if available).",
     )(f)
 
 

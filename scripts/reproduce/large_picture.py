@@ -27,10 +27,10 @@ SHARED = Path(os.environ.get("FUSIONCODEC_SHARED", "../shared"))
 
 
 def untile() -> None:
-    from fusioncodec import codec
-    from fusioncodec.nets import latent
+    from fusioncodec import codec, runtime
+    from fusioncodec.exact import latent
 
-    codec.TRANSFORM_TILE = latent.Y_TILE = latent.Z_TILE = 1 << 20
+    codec.TRANSFORM_TILE = runtime.TRANSFORM_TILE = latent.Y_TILE = latent.Z_TILE = 1 << 20
 
 
 def cli_step(args: argparse.Namespace) -> tuple[dict, Path | None]:
