@@ -109,7 +109,7 @@ def encode(
     """Encode a picture (PIL image, uint8 array, path, image bytes or binary file) into
     ``.fcb`` bytes.
 
-    See :meth:`fusioncodec.codec.Codec.encode` for the arguments and errors.
+    See :meth:`fusioncodec.scalable.TwoLayerCodec.encode` for the arguments and errors.
 
     >>> from PIL import Image
     >>> picture = Image.new("RGB", (96, 64), (200, 120, 40))
@@ -143,6 +143,6 @@ def decode(
     Traceback (most recent call last):
     fusioncodec.errors.FormatError: this file has no human layer (it was encoded or stripped...
 
-    See :meth:`fusioncodec.codec.Codec.decode` for the errors.
+    See :meth:`fusioncodec.scalable.TwoLayerCodec.decode` for the errors.
     """
     return load(weights, device, backend).decode(data, layer)

@@ -30,7 +30,7 @@ from fusioncodec.messages import error_reason, shown_path
 from fusioncodec.sources import default_layer, read_container, read_container_file, regular_file
 
 if TYPE_CHECKING:
-    from fusioncodec.codec import Codec
+    from fusioncodec.scalable import TwoLayerCodec as Codec
 
 __all__ = [
     "EXPECTED",

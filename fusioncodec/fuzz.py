@@ -29,7 +29,7 @@ from fusioncodec.container import LAYER_KINDS, Container, Layer, peek_header
 from fusioncodec.errors import FusionCodecError
 
 if TYPE_CHECKING:
-    from fusioncodec.codec import Codec
+    from fusioncodec.scalable import TwoLayerCodec as Codec
 
 TIME_LIMIT = 10.0
 KINDS = ("truncate", "flip", "flip-crc", "field", "field-crc", "swap", "splice")

@@ -168,7 +168,8 @@ def pixel_writer(out: Image.Image, unit: int = 16) -> Callable[..., None]:
         rows, cols = min(h - top, x.shape[-2]), min(w - left, x.shape[-1])
         if rows <= 0 or cols <= 0:
             return
-        x = np.round(np.clip(x[0, :, :rows, :cols], 0, 1) * np.float32(255)).astype(np.uint8)
+        x = np.nan_to_num(x[0, :, :rows, :cols], nan=0.0)  # a NaN pixel (a hostile file) is 0
+        x = np.round(np.clip(x, 0, 1) * np.float32(255)).astype(np.uint8)
         out.paste(Image.fromarray(np.ascontiguousarray(x.transpose(1, 2, 0)), "RGB"), (left, top))
 
     return write

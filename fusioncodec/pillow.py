@@ -21,8 +21,9 @@ Round trip in memory (the shipped weights)::
     (96, 64)
 
 Saving takes ``quality`` (1..8, not JPEG's 0..100), ``human_quality``, ``layers``,
-``weights`` and ``device``; both directions use ``$FUSIONCODEC_WEIGHTS`` when set, else the
-shipped weights.  Decoding errors are :class:`~fusioncodec.errors.FormatError`.
+``weights``, ``device`` and ``backend`` (as :func:`fusioncodec.load`); both directions use
+``$FUSIONCODEC_WEIGHTS`` when set, else the shipped weights.  Decoding errors are
+:class:`~fusioncodec.errors.FormatError`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         human_quality=options.get("human_quality"),
         weights=_weights(options.get("weights")),
         device=options.get("device", "auto"),
+        backend=options.get("backend", "auto"),
     )
     fp.write(data)
 

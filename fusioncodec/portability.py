@@ -107,11 +107,9 @@ class SymbolRecorder:
         return self.digest.hexdigest()
 
 
-def tensor_digest(tensor: torch.Tensor | np.ndarray) -> str:
-    """SHA-256 of a tensor's exact bytes (dtype and shape included)."""
-    if not isinstance(tensor, np.ndarray):
-        tensor = tensor.detach().cpu().numpy()
-    array = np.ascontiguousarray(tensor)
+def tensor_digest(array: np.ndarray) -> str:
+    """SHA-256 of an array's exact bytes (dtype and shape included)."""
+    array = np.ascontiguousarray(array)
     head = f"{array.dtype}{array.shape}".encode()
     return hashlib.sha256(head + array.tobytes()).hexdigest()
 

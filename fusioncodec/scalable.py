@@ -41,7 +41,6 @@ Y_STRIDE = STRIDE // 4  # pixels per latent (y) position
 # The float transforms run in tiles of 64 x 64 latent positions (1024 px) grown by 4 on each
 # side (their receptive field is under 2): a picture up to 1024 px is one call.
 TRANSFORM_TILE, TRANSFORM_HALO = 64, 4
-LAYERS = ("machine", "additional")  # the latent codecs of a scalable model, by layer kind
 
 
 def checked_quality(quality: float, levels: int, what: str = "quality") -> float:

@@ -98,7 +98,6 @@ def check_size(width: int, height: int) -> None:
         )
 
 
-
 if TYPE_CHECKING:
     import numpy as np
 
@@ -123,6 +122,7 @@ def image_size(source: ImageSource) -> tuple[int, int]:
     if not _encoded(source):
         return _picture(source).size
     from fusioncodec.image import open_picture  # torch: not at start-up of the command line
+
     with open_picture(source, MAX_CODEC_PIXELS) as image:
         return image.size
 

@@ -1,7 +1,8 @@
 """Networks run over a picture's grid in tiles, so that memory stays bounded at any size.
 
-Arrays are numpy arrays or torch tensors (the onnx runtime and the torch backend share this
-module); channels are the third axis from the end. A network here is translation-equivariant
+Both runtimes tile through this module: networks take whatever the reader gives (numpy
+arrays, or torch tensors in the torch runtime) and :func:`run_tiled` assembles numpy
+outputs; channels are the third axis from the end. A network here is translation-equivariant
 on a grid of latent positions: it maps a region of the grid (``scale_in`` input samples per
 grid unit and side) to the same region at ``scale_out`` output samples per unit. Each tile
 is computed from its region grown by ``halo`` grid units on every side, clipped at the
@@ -18,11 +19,8 @@ from typing import Any
 
 import numpy as np
 
-#: an array of either runtime: a numpy array or a torch tensor
+#: a tile's output: a numpy array, or (for :func:`for_tiles`) a torch tensor
 Tensor = Any
-
-#: (rows r0:r1, columns c0:c1) of the grid -> the network's input for that region
-Reader = Callable[[int, int, int, int], Tensor]
 
 
 def spans(size: int, tile: int) -> list[tuple[int, int]]:
@@ -59,66 +57,24 @@ def for_tiles(
             )
 
 
-def _empty(like: Tensor, shape: tuple[int, ...], dtype: Any) -> Tensor:
-    """An uninitialised array of ``like``'s kind and device (``dtype`` or ``like``'s)."""
-    if isinstance(like, np.ndarray):
-        return np.empty(shape, dtype=dtype or like.dtype)
-    return like.new_empty(shape, dtype=dtype or like.dtype)
-
-
 def run_tiled(
-    network: Callable[[Any], Tensor],
+    network: Callable[[Any], np.ndarray],
     read: Callable[[int, int, int, int], Any],
     grid: tuple[int, int],
     tile: int,
     halo: int,
     scale_out: int = 1,
     dtype: Any = None,
-) -> Tensor:
-    """``network`` over the grid, tile by tile; the outputs assembled (as ``dtype``)."""
-    out: list[Tensor] = []
+) -> np.ndarray:
+    """``network`` over the grid, tile by tile; the numpy outputs assembled (as ``dtype``)."""
+    out: list[np.ndarray] = []
     s = scale_out
 
-    def write(r0: int, r1: int, c0: int, c1: int, part: Tensor) -> None:
+    def write(r0: int, r1: int, c0: int, c1: int, part: np.ndarray) -> None:
         if not out:
             shape = (*part.shape[:-2], grid[0] * s, grid[1] * s)
-            out.append(_empty(part, shape, dtype))
+            out.append(np.empty(shape, dtype=dtype or part.dtype))
         out[0][..., r0 * s : r1 * s, c0 * s : c1 * s] = part
 
     for_tiles(network, read, grid, tile, halo, write, scale_out)
     return out[0]
-
-
-def reader(*sources: Tensor, scale_in: int = 1) -> Reader:
-    """A :data:`Reader` that cuts the region out of each tensor (``scale_in`` samples per
-    grid unit) and concatenates them along the channels, as float64 if any is an integer
-    tensor (fixed-point values) and as they are otherwise."""
-
-    def read(r0: int, r1: int, c0: int, c1: int) -> Tensor:
-        k = scale_in
-        parts = [s[..., r0 * k : r1 * k, c0 * k : c1 * k] for s in sources]
-        if isinstance(parts[0], np.ndarray):
-            if any(p.dtype.kind != "f" for p in parts):
-                parts = [p.astype(np.float64) for p in parts]
-            return parts[0] if len(parts) == 1 else np.concatenate(parts, -3)
-        if any(not p.is_floating_point() for p in parts):
-            parts = [p.double() for p in parts]
-        import torch  # the parts are torch tensors: torch is loaded already
-
-        return parts[0] if len(parts) == 1 else torch.cat(parts, -3)
-
-    return read
-
-
-def tiled(
-    network: Callable[[Tensor], Tensor],
-    x: Tensor,
-    tile: int,
-    halo: int,
-    scale_in: int = 1,
-    scale_out: int = 1,
-    dtype: Any = None,
-) -> Tensor:
-    """``network(x)`` computed in tiles of a grid with ``scale_in`` samples of ``x`` per unit."""
-    grid = (x.shape[-2] // scale_in, x.shape[-1] // scale_in)
-    return run_tiled(network, reader(x, scale_in=scale_in), grid, tile, halo, scale_out, dtype)

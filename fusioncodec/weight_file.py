@@ -62,9 +62,7 @@ def existing_weights(path: str | os.PathLike | None, kind: str = "scalable") -> 
     return Path(path)
 
 
-def check_qualities(
-    path: str | os.PathLike | None, kind: str, qualities: Sequence[float]
-) -> Path:
+def check_qualities(path: str | os.PathLike | None, kind: str, qualities: Sequence[float]) -> Path:
     """The weight file to load (as :func:`existing_weights`), once its card is read and
     ``qualities`` are within 1..its levels (NaN is not): WeightsError or ArgumentError
     before any model is built."""
@@ -162,8 +160,7 @@ def card_problem(card: dict) -> str | None:
         if values is None:
             continue
         numbers = isinstance(values, list) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e6
-            for v in values
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e6 for v in values
         )
         if not numbers or len(values) != levels or sorted(values) != values:
             return f"config.{key} must be {levels} increasing positive numbers"
@@ -174,8 +171,6 @@ def card_problem(card: dict) -> str | None:
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None
-
-
 
 
 def identity_of(path: Path) -> bytes:

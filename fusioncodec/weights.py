@@ -34,8 +34,6 @@ ENTROPY_PARAMETERS = (
 )
 
 
-
-
 @dataclass
 class LoadedModel:
     model: nn.Module
@@ -198,20 +196,22 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, save(state, metadata={"fusioncodec": json.dumps(card)}))
     write_atomic(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
-    if importlib.util.find_spec("onnx") is not None:  # else fcodec export says so
-        write_graphs(path)
+    if card["kind"] == "scalable" and importlib.util.find_spec("onnx") is not None:
+        write_graphs(path)  # without onnx, fcodec export says so
     return identity_of(path)
 
 
 def write_graphs(path: Path) -> list[Path]:
-    """The ONNX graphs of a weight file's float transforms, written beside it
+    """The ONNX graphs of a scalable weight file's float transforms, written beside it
     (``NAME.graphs/``) for the onnx runtime; needs the ``onnx`` package. Returns the files."""
     from safetensors import safe_open
 
     from fusioncodec.nets.graphs import export_graphs
     from fusioncodec.runtime.graphs import graphs_folder
 
-    loaded = load(path, read_card(path)["kind"], require_exact=False)
+    if (kind := read_card(path)["kind"]) != "scalable":
+        raise WeightsError(f"{path} holds a {kind} model: only scalable codecs have graphs")
+    loaded = load(path, "scalable", require_exact=False)
     with safe_open(str(path), framework="numpy") as f:
         keys = set(f.keys())
-    return export_graphs(loaded.model, loaded.kind, loaded.config, graphs_folder(path), keys)
+    return export_graphs(loaded.model, loaded.config, graphs_folder(path), keys)

@@ -47,6 +47,21 @@ def q_tensor(quality: float) -> torch.Tensor:
 
 
 @torch.no_grad()
+def compressed(latent, y, quality, encoder, context=None) -> torch.Tensor:
+    """A latent codec's integer coder run on y (with the gain unit's gain), as the encoder."""
+    q = q_tensor(quality)
+    y_hat = latent.coder().compress(
+        y.numpy(),
+        quality - 1.0,
+        encoder,
+        lambda scaled: latent.h_a(torch.from_numpy(scaled)).numpy(),
+        None if context is None else context.numpy(),
+        gain=latent.gain.gain(q).numpy().ravel(),
+    )
+    return torch.from_numpy(y_hat)
+
+
+@torch.no_grad()
 def encoder_side(codec: Codec, image: Image.Image, quality: float, human_quality: float) -> dict:
     """What the encoder itself reconstructs (and writes), computed from the networks."""
     model = codec.model
@@ -58,9 +73,7 @@ def encoder_side(codec: Codec, image: Image.Image, quality: float, human_quality
     fields = struct.pack("<BfHHB", 0, quality, width, height, model.config.m)
     binding = zlib.crc32(fields)
     machine_encoder.encode(np.array([binding & 0xFFFF, binding >> 16], np.int32), Uniform(65536))
-    y_machine = model.machine.latent.compress(
-        model.machine.g_a(x), q_tensor(quality), machine_encoder
-    )
+    y_machine = compressed(model.machine.latent, model.machine.g_a(x), quality, machine_encoder)
     # ... and ends with the CRC-32 of the decoded latent's float32 bytes
     check = zlib.crc32(y_machine.numpy().astype("<f4").tobytes())
     machine_encoder.encode(np.array([check & 0xFFFF, check >> 16], np.int32), Uniform(65536))
@@ -68,9 +81,10 @@ def encoder_side(codec: Codec, image: Image.Image, quality: float, human_quality
     fields = struct.pack("<BfHHB", 1, human_quality, width, height, model.config.m)
     binding = zlib.crc32(fields + machine_payload)
     human_encoder.encode(np.array([binding & 0xFFFF, binding >> 16], np.int32), Uniform(65536))
-    y_add = model.additional.latent.compress(
+    y_add = compressed(
+        model.additional.latent,
         model.additional.analyze(x, y_machine),
-        q_tensor(human_quality),
+        human_quality,
         human_encoder,
         model.additional.context(y_machine),
     )
@@ -576,7 +590,7 @@ def test_a_payload_too_small_for_the_header_fails_before_decoding(tiny_codec, im
     data = tiny_codec.encode(image, quality=1, layers=("machine",))
     good = Container.from_bytes(data)
     width, height = 8000, 5000
-    latent = tiny_codec.model.machine.latent
+    latent = tiny_codec.model.machine.latent.coder()
     payload = good.layer("machine").payload
     assert 8 * len(payload) < latent.min_payload_bits((height // 64 + 1, width // 64 + 1))
     bad = Container(width, height, good.model_name, good.model_hash, good.m, good.layers)

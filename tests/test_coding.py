@@ -214,7 +214,7 @@ def test_escape_costs_roughly_escape_plus_uniform_bits():
 def test_real_model_tables_round_trip(tiny_codec):
     """The z (factorized) and y (Gaussian scale) tables of a real model, with escapes."""
     rng = np.random.default_rng(11)
-    for tables in tiny_codec.model.machine.latent.tables():
+    for tables in tiny_codec.model.machine.latent.coder().tables():
         n = 6000
         indexes = rng.integers(0, len(tables), n)
         centre = tables.offset[indexes] + tables.escape[indexes] // 2

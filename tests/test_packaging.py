@@ -41,8 +41,8 @@ def test_installed_wheel_codes_with_its_own_weights(tmp_path: Path, wheel: Path)
     for name in ("fusioncodec-default", "baseline-default"):
         assert f"fusioncodec/models/{name}.safetensors" in names
         assert f"fusioncodec/models/{name}.json" in names
-        assert f"fusioncodec/models/{name}.graphs/layout.json" in names
-        assert f"fusioncodec/models/{name}.graphs/machine.synthesis.onnx" in names
+    assert "fusioncodec/models/fusioncodec-default.graphs/layout.json" in names
+    assert "fusioncodec/models/fusioncodec-default.graphs/human.synthesis.onnx" in names
     assert "fusioncodec/py.typed" in names
     site = tmp_path / "site"
     subprocess.run(
@@ -114,5 +114,5 @@ def test_edge_install_codes_without_torch(tmp_path: Path, wheel: Path) -> None:
             [str(fcodec), *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
         )
         assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
-        assert "needs torch, which is not installed: pip install 'fusioncodec[torch]'" in run.stderr
+        assert "needs torch" in run.stderr and "pip install 'fusioncodec[torch]'" in run.stderr
     assert not (work / "t.fcb").exists()

@@ -105,7 +105,7 @@ def test_round_trip_keeps_buffers_and_tables_exactly(exported, loaded):
     for original, copy in zip(
         exported["model"].latent_codecs(), loaded.model.latent_codecs(), strict=True
     ):
-        for a, b in zip(original.tables(), copy.tables(), strict=True):
+        for a, b in zip(original.coder().tables(), copy.coder().tables(), strict=True):
             assert len(a) == len(b) > 0
             assert (a.offset == b.offset).all() and (a.escape == b.escape).all()
 
@@ -206,7 +206,7 @@ def test_load_weights_into(exported, loaded):
     for name, value in model.state_dict().items():
         assert value.dtype == expected[name].dtype and torch.equal(value, expected[name]), name
     for latent in model.latent_codecs():
-        assert all(len(tables) > 0 for tables in latent.tables())
+        assert all(len(tables) > 0 for tables in latent.coder().tables())
 
 
 # -- errors ------------------------------------------------------------------------------

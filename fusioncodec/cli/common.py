@@ -330,10 +330,12 @@ def _checked_loader(load: Callable[[], M], weights: str | None) -> Callable[[], 
         try:
             model = load()
         except (ValueError, OSError, KeyError, RuntimeError) as exc:
-            from fusioncodec.weights import WeightsError
+            from fusioncodec.errors import ArgumentError, WeightsError
 
             if isinstance(exc, WeightsError):
                 raise CliError(f"{exc}{_weights_source()}") from None
+            if isinstance(exc, ArgumentError):  # e.g. a runtime this install lacks
+                raise CliError(str(exc)) from None
             source = show(weights) if weights else "the default weights"
             raise CliError(f"cannot load {source}: {error_reason(exc)}") from None
         return model

@@ -21,7 +21,6 @@ __all__ = ["RAY_NEEDS", "Folder", "FolderFiles", "dataset_jobs"]
 RAY_NEEDS = "pip install 'fusioncodec[ray]'"
 
 
-
 @dataclass(frozen=True)
 class Folder:
     """A folder on this machine (``fs`` None) or on a pyarrow file system."""

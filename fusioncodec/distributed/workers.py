@@ -29,7 +29,6 @@ from fusioncodec.messages import error_reason
 __all__ = ["KillingFiles", "Task", "Worker"]
 
 
-
 @dataclass(frozen=True)
 class Task:
     """What every worker of a job does with its files (pickled to the workers)."""

@@ -100,8 +100,12 @@ class IntegerConv:
         transposed = layer["kind"] == "deconv"
         out = weight.shape[1 if transposed else 0] if weight.ndim == 4 else -1
         shapes = [arrays[f"{key}.{name}"].shape for name in ("weight_shift", "bias_int")]
-        if weight.ndim != 4 or shapes != [(out,), (out,)]:
+        if weight.ndim != 4 or shapes != [(out,), (out,)] or weight.shape[2] != weight.shape[3]:
             raise ValueError(f"size mismatch for the integer weights of {key}")
+        if layout_problem(layer, weight.shape[3]):
+            raise ValueError(f"{key}: {layout_problem(layer, weight.shape[3])}")
+        if weight.size // out >= MAX_FAN_IN:
+            raise ValueError(f"{key}: fan-in {weight.size // out} too large for exact arithmetic")
         shift = np.asarray(arrays[f"{key}.weight_shift"], dtype=np.float64)
         return cls(
             weight,
@@ -174,6 +178,19 @@ class IntegerConv:
 
 
 RELU = "relu"
+
+
+def layout_problem(layer: Mapping, kernel: int) -> str | None:
+    """What is wrong with a convolution's layout (kind, stride, padding) for a kernel of this
+    size, or None: the format's convolutions are 'same'-padded, stride 1 or 2, and a
+    transposed one upsamples by exactly its stride."""
+    kind, stride = layer.get("kind"), layer.get("stride")
+    padding, extra = layer.get("padding"), layer.get("output_padding", 0)
+    if kind not in ("conv", "deconv") or stride not in (1, 2) or padding != kernel // 2:
+        return f"a layout the format does not use ({dict(layer)})"
+    if extra != (stride - 1 if kind == "deconv" else 0):
+        return f"a layout the format does not use ({dict(layer)})"
+    return None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ def geometric(lo: float, hi: float, n: int) -> list[float]:
 
 STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
 
+
 @dataclass(frozen=True)
 class CodecConfig:
     """Sizes of the transforms and the entropy model, and the lambda of each quality level.

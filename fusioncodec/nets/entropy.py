@@ -49,9 +49,7 @@ class HostFreeBottleneck(EntropyBottleneck):
         return outputs, likelihood.reshape(shape).permute(*perm).contiguous()
 
 
-def rounded_likelihood(
-    gc: GaussianConditional, y: Tensor, scales: Tensor, means: Tensor
-) -> Tensor:
+def rounded_likelihood(gc: GaussianConditional, y: Tensor, scales: Tensor, means: Tensor) -> Tensor:
     """Likelihoods of ``y`` rounded around ``means`` as the coder rounds it, the rounding's
     gradient passed straight through (compressai's ``dequantize`` mode stops it)."""
     likelihood = gc._likelihood(ste_round(y - means) + means, scales, means)

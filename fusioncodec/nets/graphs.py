@@ -22,33 +22,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fusioncodec.nets.codecs import ScalableCodec
 from fusioncodec.nets.config import CodecConfig
 from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
+from fusioncodec.runtime.graphs import GRAPH_INPUTS, GRAPH_VERSION, LATENTS
 
-GRAPH_VERSION = 1
 OPSET = 17
 EXTERNAL = "weights"  # the location external initializers name: the weight file
 
-# The graphs of each model kind: name -> (submodule, method, its inputs); a graph's inputs
-# are 1 x C x H x W float32 with H and W free.
-GRAPHS: dict[str, dict[str, tuple[str, str, tuple[str, ...]]]] = {
-    "scalable": {
-        "machine.analysis": ("machine.g_a", "forward", ("pixels",)),
-        "machine.hyper_analysis": ("machine.latent.h_a", "forward", ("y",)),
-        "machine.synthesis": ("machine.g_s", "forward", ("y",)),
-        "additional.analysis": ("additional", "analyze", ("pixels", "y_machine")),
-        "additional.hyper_analysis": ("additional.latent.h_a", "forward", ("y_add",)),
-        "human.synthesis": ("human", "forward", ("y_machine", "y_add")),
-    },
-    "baseline": {
-        "machine.analysis": ("g_a", "forward", ("pixels",)),
-        "machine.hyper_analysis": ("latent.h_a", "forward", ("y",)),
-        "machine.synthesis": ("g_s", "forward", ("y",)),
-    },
-}
-LATENTS = {  # the latent codecs of each kind, by layer
-    "scalable": {"machine": "machine.latent", "additional": "additional.latent"},
-    "baseline": {"machine": "latent"},
+# Where each graph of a scalable model comes from: its submodule and method (the inputs are
+# fusioncodec.runtime.graphs.GRAPH_INPUTS, the order the method takes them in).
+SOURCES = {
+    "machine.analysis": ("machine.g_a", "forward"),
+    "machine.hyper_analysis": ("machine.latent.h_a", "forward"),
+    "machine.synthesis": ("machine.g_s", "forward"),
+    "additional.analysis": ("additional", "analyze"),
+    "additional.hyper_analysis": ("additional.latent.h_a", "forward"),
+    "human.synthesis": ("human", "forward"),
 }
 
 
@@ -121,17 +111,18 @@ def graph_bytes(
 
 
 def export_graphs(
-    model: nn.Module, kind: str, config: CodecConfig, folder: Path, keys: set[str]
+    model: ScalableCodec, config: CodecConfig, folder: Path, keys: set[str]
 ) -> list[Path]:
-    """Write the graphs of ``model`` (of ``kind``, built from ``config``) and
-    ``layout.json`` into ``folder``; ``keys`` are the names of the tensors in its weight
-    file. Returns the files written."""
+    """Write the graphs of a scalable ``model`` (built from ``config``) and ``layout.json``
+    into ``folder``; ``keys`` are the names of the tensors in its weight file. Returns the
+    files written."""
     from fusioncodec.files import write_atomic
 
     model = model.cpu().eval()
     folder.mkdir(parents=True, exist_ok=True)
     written, graphs = [], {}
-    for name, (path, method, inputs) in GRAPHS[kind].items():
+    for name, (path, method) in SOURCES.items():
+        inputs = tuple(GRAPH_INPUTS[name])
         module = Method(model.get_submodule(path), method)
         example = example_inputs(config, inputs)
         data, weights = graph_bytes(module, f"{path}.", inputs, example, keys)
@@ -141,13 +132,10 @@ def export_graphs(
         graphs[name] = {"inputs": list(inputs), "weights": weights}
     layout = {
         "version": GRAPH_VERSION,
-        "kind": kind,
+        "kind": "scalable",
         "config": config.to_dict(),
         "graphs": graphs,
-        "latents": {
-            layer: {"prefix": path, "layout": latent_of(model, path).layout()}
-            for layer, path in LATENTS[kind].items()
-        },
+        "latents": {layer: latent_of(model, path).layout() for layer, path in LATENTS.items()},
     }
     target = folder / "layout.json"
     write_atomic(target, json.dumps(layout, indent=1) + "\n")
@@ -158,6 +146,3 @@ def latent_of(model: nn.Module, path: str) -> SliceLatentCodec:
     latent = model.get_submodule(path)
     assert isinstance(latent, SliceLatentCodec)
     return latent
-
-
-__all__ = ["GRAPHS", "LATENTS", "export_graphs"]

@@ -5,7 +5,7 @@ from the hyper features and the slices decoded before it, and a latent residual 
 (LRP) refines each decoded slice (Minnen & Singh, ICIP 2020).  With ``context_channels`` a
 tensor the decoder already has (the human layer: the decoded machine latent) is added into
 the hyper features, so every slice's mean and scale are conditioned on it.  ``forward`` is
-the training path (float, likelihoods); ``compress``/``decompress`` code through
+the training path (float, likelihoods); :meth:`SliceLatentCodec.coder` is its coding path,
 :mod:`fusioncodec.exact`, the numpy integer twins of the same networks that every runtime
 uses, so every table index, mean and decoded latent is identical on every device.
 """
@@ -17,9 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from fusioncodec._torchvision import ensure_torchvision
-from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
 from fusioncodec.exact.latent import SLICE_CHANNELS, LatentModel
-from fusioncodec.exact.tables import min_payload_bits, tables_problem
+from fusioncodec.exact.tables import tables_problem
 from fusioncodec.nets.entropy import (
     HostFreeBottleneck,
     load_table_buffers,
@@ -187,51 +186,5 @@ class SliceLatentCodec(LatentCodec):
             self._coder = (key, LatentModel.from_arrays(self.arrays(), self.layout()))
         return self._coder[1]
 
-    def tables(self) -> tuple[CategoricalTables, CategoricalTables]:
-        """The (z, y) table sets of the range coder."""
-        return self.coder().tables()
-
-    def min_payload_bits(self, z_shape: tuple[int, int]) -> float:
-        return min_payload_bits(self.arrays(), z_shape)
-
     def table_problem(self) -> str | None:
         return tables_problem(self.arrays())
-
-    @torch.no_grad()
-    def compress(
-        self, y: Tensor, q: Tensor, encoder: RangeEncoder, context: Tensor | None = None
-    ) -> Tensor:
-        """Range-code y (batch of one); returns the decoder's exact reconstruction of it."""
-        device = y.device
-
-        def hyper_analysis(scaled: np.ndarray) -> np.ndarray:
-            return self.h_a(torch.from_numpy(scaled).to(device)).cpu().numpy()
-
-        y_hat = self.coder().compress(
-            y.cpu().numpy(),
-            float(q.item()),
-            encoder,
-            hyper_analysis,
-            None if context is None else context.cpu().numpy(),
-            gain=self.gain.gain(q).cpu().numpy(),
-        )
-        return torch.from_numpy(y_hat).to(device)
-
-    @torch.no_grad()
-    def decompress(
-        self,
-        decoder: RangeDecoder,
-        z_shape: tuple[int, int],
-        q: Tensor,
-        device: torch.device,
-        context: Tensor | None = None,
-        echo: RangeEncoder | None = None,
-        words: int | None = None,
-    ) -> Tensor:
-        """Inverse of :meth:`compress` given the hyper-latent's spatial size (see
-        :meth:`fusioncodec.exact.LatentModel.decompress`)."""
-        context_array = None if context is None else context.cpu().numpy()
-        y_hat = self.coder().decompress(
-            decoder, z_shape, float(q.item()), context_array, echo, words
-        )
-        return torch.from_numpy(y_hat).to(device)

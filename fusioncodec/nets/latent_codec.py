@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import torch
 from torch import Tensor, nn
 
-from fusioncodec.coding import RangeDecoder, RangeEncoder
 from fusioncodec.exact.latent import LatentModel
 
 
@@ -19,13 +17,10 @@ class LatentCodec(nn.Module, ABC):
       likelihoods it is charged for, in float32 under any autocast (training runs the
       transforms in bf16, never the entropy model); the rate is charged on noisy latents,
       or on the rounded ones while ``rounded_rate`` is set (a mode, like ``training``);
-    * ``coder()``: its integer path for coding, a :class:`fusioncodec.exact.LatentModel` (numpy),
-      which both runtimes call; ``compress(y, q, encoder, context)`` /
-      ``decompress(decoder, z_shape, q, device, context, echo, words)`` are that coder on
-      torch tensors: the range-coded stream and the decoder's exact latent, the same on
-      every device;
-    * ``update()`` after training, ``table_problem()`` before coding with loaded tables,
-      ``min_payload_bits(z_shape)`` before decoding anything.
+    * ``coder()``: its coding path, a :class:`fusioncodec.exact.LatentModel` (numpy, integer
+      exact) made from the current weights, which both runtimes call: the range-coded stream
+      and the decoder's exact latent, the same on every device;
+    * ``update()`` after training, ``table_problem()`` before coding with loaded tables.
 
     ``context`` is a tensor the decoder already has (the human layer: the machine latent).
     A new entropy model subclasses this; the codecs, the weight files and the container
@@ -40,23 +35,6 @@ class LatentCodec(nn.Module, ABC):
     ) -> tuple[Tensor, dict[str, Tensor]]: ...
 
     @abstractmethod
-    def compress(
-        self, y: Tensor, q: Tensor, encoder: RangeEncoder, context: Tensor | None = None
-    ) -> Tensor: ...
-
-    @abstractmethod
-    def decompress(
-        self,
-        decoder: RangeDecoder,
-        z_shape: tuple[int, int],
-        q: Tensor,
-        device: torch.device,
-        context: Tensor | None = None,
-        echo: RangeEncoder | None = None,
-        words: int | None = None,
-    ) -> Tensor: ...
-
-    @abstractmethod
     def coder(self) -> LatentModel: ...
 
     @abstractmethod
@@ -64,6 +42,3 @@ class LatentCodec(nn.Module, ABC):
 
     @abstractmethod
     def table_problem(self) -> str | None: ...
-
-    @abstractmethod
-    def min_payload_bits(self, z_shape: tuple[int, int]) -> float: ...

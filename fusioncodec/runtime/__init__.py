@@ -32,9 +32,15 @@ __all__ = ["OnnxCodec"]
 
 class OnnxCodec(TwoLayerCodec):
     """The scalable two-layer codec on onnxruntime (CPU): ``encode`` an image, ``decode``
-    either layer (:class:`fusioncodec.scalable.TwoLayerCodec`)."""
+    either layer (:class:`fusioncodec.scalable.TwoLayerCodec`).
+
+    The encoder's gain is numpy's float32 ``exp`` where the torch runtime uses torch's: the
+    two may write different bytes for a picture (a symbol rounded the other way), never a
+    file the other decodes differently.
+    """
 
     backend = "onnx"
+    device = "cpu"
 
     def __init__(self, weights: OpenedWeights) -> None:
         self.weights = weights
@@ -44,18 +50,14 @@ class OnnxCodec(TwoLayerCodec):
         self.levels = weights.config.levels
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> OnnxCodec:
+    def from_file(cls, path: str | os.PathLike | None = None, device: str = "auto") -> OnnxCodec:
         """The weights at ``path`` (default: the shipped ones) with their graphs."""
         if device not in ("cpu", "auto"):
             raise ArgumentError(f"the onnx runtime codes on the CPU, not {device!r}")
-        return cls(OpenedWeights(path, "scalable"))
+        return cls(OpenedWeights(path))
 
     def _run(self, graph: str, *inputs: np.ndarray) -> np.ndarray:
-        session = self.weights.session(graph)
-        names = [i.name for i in session.get_inputs()]
-        arrays = (np.ascontiguousarray(x, dtype=np.float32) for x in inputs)
-        feed = dict(zip(names, arrays, strict=True))
-        return session.run(None, feed)[0]
+        return self.weights.run(graph, *inputs)
 
     def analysis(self, pixels: np.ndarray, y_machine: np.ndarray | None = None) -> np.ndarray:
         read = pixel_reader(pixels, Y_STRIDE)

@@ -28,7 +28,18 @@ from fusioncodec.weight_file import (
     tensors_problem,
 )
 
-GRAPH_VERSION = 1  # fusioncodec.nets.graphs.GRAPH_VERSION
+GRAPH_VERSION = 1
+# The graphs of a scalable model and their inputs (1 x C x H x W float32, H and W free), and
+# its latent codecs by layer: what fusioncodec.nets.graphs exports, what the runtime needs.
+GRAPH_INPUTS = {
+    "machine.analysis": ["pixels"],
+    "machine.hyper_analysis": ["y"],
+    "machine.synthesis": ["y"],
+    "additional.analysis": ["pixels", "y_machine"],
+    "additional.hyper_analysis": ["y_add"],
+    "human.synthesis": ["y_machine", "y_add"],
+}
+LATENTS = {"machine": "machine.latent", "additional": "additional.latent"}
 
 
 def graphs_folder(weights: Path) -> Path:
@@ -70,7 +81,7 @@ def latent_model(
             )
         model = LatentModel.from_arrays(sub, layout)
         model.check()
-    except (KeyError, ValueError, IndexError) as exc:
+    except (KeyError, ValueError, IndexError, TypeError, AttributeError) as exc:
         if isinstance(exc, WeightsError):
             raise
         raise WeightsError(f"{path} does not match its model card ({prefix}: {exc})") from None
@@ -78,20 +89,23 @@ def latent_model(
 
 
 class OpenedWeights:
-    """A scalable or baseline weight file with its graphs, opened for the onnx runtime."""
+    """A scalable weight file with its graphs, opened for the onnx runtime: everything is
+    checked here; the graphs' sessions open on first use."""
 
-    def __init__(self, path: str | os.PathLike | None, kind: str) -> None:
-        self.path = existing_weights(path, kind)
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = existing_weights(path, "scalable")
         self.card = read_card(self.path)
-        if self.card["kind"] != kind:
-            raise WeightsError(f"{self.card['name']} is a {self.card['kind']} model, not {kind}")
+        if self.card["kind"] != "scalable":
+            raise WeightsError(
+                f"{self.card['name']} is a {self.card['kind']} model, not a scalable codec"
+            )
         self.config = CodecConfig.from_dict(self.card["config"])
         self.folder = graphs_folder(self.path)
-        self.layout = self._layout(kind)
-        self.arrays = read_arrays(self.path, kind, self.config)
+        self.layout = self._layout()
+        self.arrays = read_arrays(self.path, "scalable", self.config)
         self.coders = {
-            layer: latent_model(self.path, self.arrays, entry["prefix"], entry["layout"])
-            for layer, entry in self.layout["latents"].items()
+            layer: latent_model(self.path, self.arrays, prefix, self.layout["latents"][layer])
+            for layer, prefix in LATENTS.items()
         }
         self.identity = identity_of(self.path)
         self._sessions: dict[str, tuple] = {}  # graph -> (session, the weights it reads)
@@ -100,7 +114,8 @@ class OpenedWeights:
     def name(self) -> str:
         return self.card["name"]
 
-    def _layout(self, kind: str) -> dict:
+    def _layout(self) -> dict:
+        """``layout.json``, checked against the card, with every graph it lists present."""
         file = self.folder / "layout.json"
         if not file.is_file():
             raise WeightsError(
@@ -112,15 +127,26 @@ class OpenedWeights:
             layout = json.loads(file.read_text())
             fits = (
                 layout["version"] == GRAPH_VERSION
-                and layout["kind"] == kind
+                and layout["kind"] == "scalable"
                 and CodecConfig.from_dict(layout["config"]) == self.config
             )
-        except (ValueError, KeyError, TypeError):
-            fits = False
+            complete = (
+                {k: v["inputs"] for k, v in layout["graphs"].items()} == GRAPH_INPUTS
+                and all(isinstance(v["weights"], dict) for v in layout["graphs"].values())
+                and set(layout["latents"]) == set(LATENTS)
+                and all((self.folder / f"{graph}.onnx").is_file() for graph in GRAPH_INPUTS)
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, OSError):
+            fits = complete = False
         if not fits:
             raise WeightsError(
                 f"the graphs in {file.parent} were not exported for {self.path} (another "
                 "architecture or graph version): export them again with 'fcodec export-graphs'"
+            )
+        if not complete:
+            raise WeightsError(
+                f"the graphs in {file.parent} are incomplete or damaged: export them again "
+                "with 'fcodec export-graphs'"
             )
         return layout
 
@@ -154,6 +180,26 @@ class OpenedWeights:
         try:
             session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise WeightsError(f"{self.folder / graph}.onnx cannot run: {reason}") from None
+            raise WeightsError(f"{self.folder / graph}.onnx cannot run: {reason(exc)}") from None
+        if [i.name for i in session.get_inputs()] != GRAPH_INPUTS[graph]:
+            raise WeightsError(f"{self.folder / graph}.onnx does not take the inputs it should")
         return session, values  # onnxruntime reads the weights in place: keep them
+
+    def run(self, graph: str, *inputs: np.ndarray) -> np.ndarray:
+        """A graph on float32 inputs (in :data:`GRAPH_INPUTS` order): its output."""
+        session = self.session(graph)
+        feed = {
+            name: np.ascontiguousarray(x, dtype=np.float32)
+            for name, x in zip(GRAPH_INPUTS[graph], inputs, strict=True)
+        }
+        try:
+            return session.run(None, feed)[0]
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise WeightsError(f"{self.folder / graph}.onnx failed: {reason(exc)}") from None
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -34,8 +34,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         why = f"it holds {found.group(1)}" if found else type(exc).__name__
         raise CheckpointError(
-            f"{path} cannot be read safely: a checkpoint holds tensors and plain data only "
-            f"({why})"
+            f"{path} cannot be read safely: a checkpoint holds tensors and plain data only ({why})"
         ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a fusioncodec training checkpoint")
