@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from fusioncodec.coding import RangeDecoder, RangeEncoder
+from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
 from fusioncodec.coding.tables import Uniform
 from fusioncodec.container import LAYER_KINDS
 from fusioncodec.errors import FormatError
@@ -69,6 +69,23 @@ def encode_payload(
     return encoder.get_compressed().astype("<u4").tobytes(), y_hat
 
 
+class EchoReader:
+    """The decoder's symbols, each encoded again into an echo as it is read: the echo of a
+    payload the encoder made comes out word for word, anything else does not; reading stops
+    as soon as the echo needs more than ``words`` words (the payload ran out before the
+    latent did)."""
+
+    def __init__(self, decoder: RangeDecoder, echo: RangeEncoder, words: int) -> None:
+        self.decoder, self.echo, self.words = decoder, echo, words
+
+    def __call__(self, tables: CategoricalTables, indexes: np.ndarray) -> np.ndarray:
+        values = tables.decode(self.decoder, indexes)
+        tables.encode(self.echo, values, indexes)
+        if self.echo.num_words() > self.words:
+            raise ValueError("the payload ends before the latent does")
+        return values
+
+
 def decode_payload(
     coder: LatentModel,
     payload: bytes,
@@ -101,7 +118,7 @@ def decode_payload(
                     "the machine layer under it, differ from the encoder's)"
                 )
             _write_word(echo, binding)
-        y = coder.decompress(decoder, z_shape, position, context, echo=echo, words=len(words))
+        y = coder.decompress(EchoReader(decoder, echo, len(words)), z_shape, position, context)
         check = latent_check(y)
         if _read_word(decoder) != check:
             raise FormatError("corrupted layer payload (the decoded latent fails its check)")

@@ -23,7 +23,7 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 
-from fusioncodec.coding import CategoricalTables, RangeDecoder, RangeEncoder
+from fusioncodec.coding import CategoricalTables, RangeEncoder
 from fusioncodec.coding.tables import ESCAPE_RANGE
 from fusioncodec.exact.networks import (
     ACT_LIMIT,
@@ -45,6 +45,8 @@ Y_TILE, Z_TILE = 128, 32
 
 #: the encoder's hyper-analysis: scaled y (1 x C x H x W float32) -> z (float32)
 HyperAnalysis = Callable[[np.ndarray], np.ndarray]
+#: the decoder's symbols: (a table set, the table of each symbol) -> the symbols (int32)
+SymbolReader = Callable[[CategoricalTables, np.ndarray], np.ndarray]
 
 
 def bands(rows: int, band: int = 64) -> list[slice]:
@@ -213,29 +215,18 @@ class LatentModel:
 
     def decompress(
         self,
-        decoder: RangeDecoder,
+        read: SymbolReader,
         z_shape: tuple[int, int],
         position: float,
         context: np.ndarray | None = None,
-        echo: RangeEncoder | None = None,
-        words: int | None = None,
     ) -> np.ndarray:
-        """Inverse of :meth:`compress` given the hyper-latent's spatial size.
-
-        With ``echo``, every decoded symbol is encoded into it again, in the encoder's order:
-        a payload made by :meth:`compress` comes out word for word, anything else does not;
-        decoding stops as soon as the echo needs more than ``words`` words (the payload ran
-        out before the latent did).
-        """
+        """Inverse of :meth:`compress` given the hyper-latent's spatial size; ``read`` gives
+        the symbols, table set by table set, in the encoder's order (the payload's reader:
+        :class:`fusioncodec.payload.EchoReader` checks them as it goes)."""
         z_tables, _ = self.tables()
-        z_values = decoded_symbols(z_tables, self.z_indexes(z_shape), decoder, echo, words)
+        z_values = read(z_tables, self.z_indexes(z_shape))
         return self.code_slices(
-            z_values.reshape(self.z_channels, *z_shape),
-            position,
-            context,
-            decoder=decoder,
-            echo=echo,
-            words=words,
+            z_values.reshape(self.z_channels, *z_shape), position, context, read=read
         )
 
     def hyper_fixed(self, z_values: np.ndarray, context: np.ndarray | None) -> np.ndarray:
@@ -268,9 +259,7 @@ class LatentModel:
         context: np.ndarray | None,
         encoder: RangeEncoder | None = None,
         scaled: tuple[np.ndarray, np.ndarray] | None = None,
-        decoder: RangeDecoder | None = None,
-        echo: RangeEncoder | None = None,
-        words: int | None = None,
+        read: SymbolReader | None = None,
     ) -> np.ndarray:
         """Code y slice by slice in fixed point (the encoder's y and gain in ``scaled``) at a
         level position. The decoded latent is exact; the returned float32
@@ -309,7 +298,7 @@ class LatentModel:
                 values = y_tables.encode(encoder, symbols.ravel(), indexes)  # type: ignore[arg-type]
                 del symbols
             else:
-                values = decoded_symbols(y_tables, indexes, decoder, echo, words)
+                values = read(y_tables, indexes)  # type: ignore[misc]
             values = values.reshape(means.shape)
             for rows in bands(grid[0]):
                 band = values[:, rows].astype(np.int64) * (1 << FRAC) + means[:, rows]
@@ -341,21 +330,3 @@ def slice_symbols(y: np.ndarray, gain: np.ndarray, means: np.ndarray) -> np.ndar
         exact = np.round(scaled - from_fixed(means[:, rows]))
         out[:, rows] = np.clip(np.nan_to_num(exact, nan=0.0), -ESCAPE_RANGE, ESCAPE_RANGE - 1)
     return out
-
-
-def decoded_symbols(
-    tables: CategoricalTables,
-    indexes: np.ndarray,
-    decoder: RangeDecoder | None,
-    echo: RangeEncoder | None,
-    words: int | None,
-) -> np.ndarray:
-    """Symbols read from ``decoder``, encoded again into ``echo`` (if any): the echo of a
-    payload the encoder made comes out word for word; decoding stops as soon as the echo
-    needs more than ``words`` words (the payload ran out before the latent did)."""
-    values = tables.decode(decoder, indexes)
-    if echo is not None:
-        tables.encode(echo, values, indexes)
-        if words is not None and echo.num_words() > words:
-            raise ValueError("the payload ends before the latent does")
-    return values
