@@ -269,9 +269,9 @@ def encode_job(
     check_image(picture, job.name)
     codec = get_codec()
     with failures(job.name):  # given the bytes, the codec frees the picture once it has read it
-        fcb = codec.encode(picture, layers, quality, human_quality)
-    write_output(job, fcb, force, files)
-    return container_stats(Container.from_bytes(fcb))
+        container = codec.encode_container(picture, layers, quality, human_quality)
+    write_output(job, container.to_bytes(), force, files)
+    return container_stats(container)
 
 
 def decode_job(

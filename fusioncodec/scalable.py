@@ -118,7 +118,17 @@ class TwoLayerCodec(ABC):
         quality: float = DEFAULT_QUALITY,
         human_quality: float | None = None,
     ) -> bytes:
-        """Code ``image`` into ``.fcb`` bytes.
+        """Code ``image`` into ``.fcb`` bytes (see :meth:`encode_container`)."""
+        return self.encode_container(image, layers, quality, human_quality).to_bytes()
+
+    def encode_container(
+        self,
+        image: ImageSource,
+        layers: Sequence[str] = LAYER_KINDS,
+        quality: float = DEFAULT_QUALITY,
+        human_quality: float | None = None,
+    ) -> Container:
+        """Code ``image`` into a :class:`Container` (what :meth:`encode` writes as bytes).
 
         ``image``: a PIL image, a path, encoded image bytes or a binary file (any mode and
         size up to 100 MP; EXIF orientation and ICC colours applied).  ``layers``:
@@ -161,7 +171,7 @@ class TwoLayerCodec(ABC):
                 "additional", y_add, human_quality, self.context(y_machine), binding
             )
             coded.append(Layer("human", human_quality, payload))
-        return Container(width, height, self.name, self.identity, m, tuple(coded)).to_bytes()
+        return Container(width, height, self.name, self.identity, m, tuple(coded))
 
     def _encode_layer(
         self,

@@ -569,7 +569,7 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_output(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(TwoLayerCodec, "encode", interrupted)  # either runtime
+    monkeypatch.setattr(TwoLayerCodec, "encode_container", interrupted)  # either runtime
     out = work / "interrupted.fcb"
     res = run(["encode", work / "b.png", "-o", out], tiny_weights)
     assert res.exit_code == 130 and "interrupted" in res.stderr
