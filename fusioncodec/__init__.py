@@ -36,6 +36,7 @@ from fusioncodec.errors import (
     ImageError,
     WeightsError,
 )
+from fusioncodec.nets.config import DEFAULT_QUALITY
 
 BACKENDS = ("auto", "onnx", "torch")
 
@@ -100,7 +101,7 @@ def _cached(weights: str | None, device: str, backend: str) -> Codec:
 def encode(
     image: ImageSource,
     layers: Sequence[str] = ("machine", "human"),
-    quality: float = 4.0,
+    quality: float = DEFAULT_QUALITY,
     human_quality: float | None = None,
     weights: str | PathLike | None = None,
     device: str = "auto",

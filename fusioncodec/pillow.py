@@ -35,6 +35,7 @@ from PIL import Image, ImageFile
 
 from fusioncodec.container import LAYER_KINDS, MAGIC, MAX_HEADER_SIZE, peek_header
 from fusioncodec.errors import ArgumentError
+from fusioncodec.nets.config import DEFAULT_QUALITY
 from fusioncodec.sources import default_layer
 
 FORMAT = "FCB"
@@ -99,7 +100,7 @@ def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     data = fusioncodec.encode(
         image,
         layers=tuple(options.get("layers", LAYER_KINDS)),
-        quality=options.get("quality", 4.0),
+        quality=options.get("quality", DEFAULT_QUALITY),
         human_quality=options.get("human_quality"),
         weights=_weights(options.get("weights")),
         device=options.get("device", "auto"),

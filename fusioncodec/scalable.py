@@ -25,7 +25,7 @@ from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
 from fusioncodec.exact.latent import HyperAnalysis, LatentModel
 from fusioncodec.image import padded, to_rgb_array, upright_srgb
-from fusioncodec.nets.config import STRIDE, CodecConfig
+from fusioncodec.nets.config import DEFAULT_QUALITY, STRIDE, CodecConfig
 from fusioncodec.payload import decode_payload, encode_payload, layer_binding
 from fusioncodec.sources import (
     FcbSource,
@@ -36,7 +36,6 @@ from fusioncodec.sources import (
     read_image,
 )
 
-DEFAULT_QUALITY = 4.0
 Y_STRIDE = STRIDE // 4  # pixels per latent (y) position
 # The float transforms run in tiles of 64 x 64 latent positions (1024 px) grown by 4 on each
 # side (their receptive field is under 2): a picture up to 1024 px is one call.

@@ -13,6 +13,7 @@ import click
 
 from fusioncodec.cli.common import CliError, weights_option
 from fusioncodec.files import write_atomic
+from fusioncodec.nets.config import DEFAULT_QUALITY
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
@@ -41,7 +42,9 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --size image.")
 @weights_option
-@click.option("-q", "--quality", type=float, default=4.0, show_default=True, help="Quality (1-8).")
+@click.option(
+    "-q", "--quality", type=float, default=DEFAULT_QUALITY, show_default=True, help="Quality (1-8)."
+)
 @click.option(
     "--device",
     type=click.Choice(["cpu", "cuda", "all"]),

@@ -48,6 +48,7 @@ from fusioncodec.file_jobs import (
     write_output,
 )
 from fusioncodec.messages import printable
+from fusioncodec.nets.config import DEFAULT_QUALITY
 from fusioncodec.sources import default_layer, regular_file
 
 
@@ -104,7 +105,7 @@ def _named_layer(source: str, layer: str) -> str:
     "-q",
     "--quality",
     type=float,
-    default=4.0,
+    default=DEFAULT_QUALITY,
     show_default=True,
     help="Quality from 1 to the model's levels (8).",
 )

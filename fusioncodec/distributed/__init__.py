@@ -40,6 +40,7 @@ from fusioncodec.errors import ArgumentError
 from fusioncodec.file_jobs import Files, Job, show
 from fusioncodec.files import sweep_temporaries
 from fusioncodec.messages import error_reason
+from fusioncodec.nets.config import DEFAULT_QUALITY
 
 if TYPE_CHECKING:
     import ray.data
@@ -294,7 +295,7 @@ def encode_dataset(
     dst: str | os.PathLike,
     *,
     layers: Sequence[str] = ("machine", "human"),
-    quality: float = 4.0,
+    quality: float = DEFAULT_QUALITY,
     human_quality: float | None = None,
     weights: str | os.PathLike | None = None,
     device: str = "cpu",

@@ -11,6 +11,7 @@ def geometric(lo: float, hi: float, n: int) -> list[float]:
 
 
 STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
+DEFAULT_QUALITY = 4.0  # the quality (of 1..levels) coding uses when none is given
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fusioncodec.messages import error_reason
+from fusioncodec.nets.config import DEFAULT_QUALITY
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -38,7 +39,7 @@ class BenchOptions:
     size: tuple[int, int] | None = None  # synthetic image (width, height)
     seed: int = 0  # of the synthetic image
     weights: Path | None = None  # None: the shipped weights
-    quality: float = 4.0
+    quality: float = DEFAULT_QUALITY
     device: str = "all"  # cpu, cuda or all (cpu, and cuda when available)
     repeat: int = 5
     threads: int = 0  # 0: torch's default
