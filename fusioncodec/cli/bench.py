@@ -42,9 +42,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --size image.")
 @weights_option
-@click.option(
-    "-q", "--quality", type=float, default=DEFAULT_QUALITY, show_default=True, help="Quality (1-8)."
-)
+@click.option("-q", "--quality", default=DEFAULT_QUALITY, show_default=True, help="Quality (1-8).")
 @click.option(
     "--device",
     type=click.Choice(["cpu", "cuda", "all"]),
