@@ -239,15 +239,14 @@ def write_output(job: Job, data: bytes, force: bool, files: Files = LOCAL) -> No
 def check_image(data: bytes, name: str) -> None:
     """FileFailure unless Pillow can open ``data`` (its header) and the picture fits a .fcb
     file; a cheap check before the model loads (damage further in is found while coding)."""
-    from fusioncodec.container import MAX_PIXELS, MAX_SIDE
+    from fusioncodec.container import size_problem
     from fusioncodec.sources import image_size
 
     with failures(name):
         width, height = image_size(data)
-    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
+    if problem := size_problem(width, height):
         raise FileFailure(
-            f"{name}: image is {width}x{height}; .fcb allows 1..{MAX_SIDE} pixels per side "
-            f"and at most {MAX_PIXELS} pixels"
+            f"{name}: image is {width}x{height}, too large for a .fcb file: {problem}"
         )
 
 

@@ -133,7 +133,7 @@ def check_images(images: list[tuple[str, Path]], scalable: bool) -> int:
     """Open every image's header (cheap); the number of images too small for MS-SSIM."""
     from PIL import Image, UnidentifiedImageError
 
-    from fusioncodec.container import MAX_PIXELS, MAX_SIDE
+    from fusioncodec.container import size_problem
     from fusioncodec.metrics import MSSSIM_MIN_SIDE
 
     small = 0
@@ -147,9 +147,7 @@ def check_images(images: list[tuple[str, Path]], scalable: bool) -> int:
             raise EvalError(f"{show(path)}: cannot read image ({error_reason(exc)})") from None
         if min(width, height) < MSSSIM_MIN_SIDE:
             small += 1
-        if scalable and not (
-            1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS
-        ):
+        if scalable and size_problem(width, height):
             raise EvalError(f"{show(path)}: {width}x{height} is too large for a .fcb file")
     return small
 

@@ -68,17 +68,14 @@ _SIZE = re.compile(r"^\s*(\d+)\s*[xX×*]\s*(\d+)\s*$")
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"768x512"`` -> ``(768, 512)``, within the ``.fcb`` size limits."""
-    from fusioncodec.container import MAX_PIXELS, MAX_SIDE
+    from fusioncodec.container import size_problem
 
     match = _SIZE.match(text)
     if not match:
         raise BenchError(f"bad size {text!r}: use WxH, e.g. 768x512")
     width, height = int(match[1]), int(match[2])
-    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
-        raise BenchError(
-            f"bad size {text!r}: .fcb allows 1..{MAX_SIDE} pixels per side "
-            f"and at most {MAX_PIXELS} pixels"
-        )
+    if problem := size_problem(width, height):
+        raise BenchError(f"bad size {text!r} for a .fcb picture: {problem}")
     return width, height
 
 
