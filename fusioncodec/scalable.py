@@ -155,7 +155,7 @@ class TwoLayerCodec(ABC):
         m = self.config.m
         pixels = to_rgb_array(image)
         del image
-        machine, y_machine = self._encode_layer(
+        machine, y_machine = self.encode_layer(
             "machine",
             self.analysis(pixels),
             quality,
@@ -166,13 +166,13 @@ class TwoLayerCodec(ABC):
             y_add = self.analysis(pixels, y_machine)
             del pixels  # not needed any more: its memory goes to the human layer's coding
             binding = layer_binding("human", human_quality, width, height, m, machine)
-            payload, _ = self._encode_layer(
+            payload, _ = self.encode_layer(
                 "additional", y_add, human_quality, self.context(y_machine), binding
             )
             coded.append(Layer("human", human_quality, payload))
         return Container(width, height, self.name, self.identity, m, tuple(coded))
 
-    def _encode_layer(
+    def encode_layer(
         self,
         layer: str,
         y: np.ndarray,
@@ -180,6 +180,8 @@ class TwoLayerCodec(ABC):
         context: np.ndarray | None = None,
         binding: int | None = None,
     ) -> tuple[bytes, np.ndarray]:
+        """One layer's payload ("machine" or "additional") of its latent ``y`` at a checked
+        ``quality``, and the decoder's exact latent."""
         position = quality - 1.0
         return encode_payload(
             self.coder(layer),

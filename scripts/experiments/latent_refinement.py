@@ -20,12 +20,12 @@ import torch
 from PIL import Image
 
 from fusioncodec import metrics
-from fusioncodec.codec import Codec
+from fusioncodec.codec import Codec, level_position
 from fusioncodec.container import Container, Layer
 from fusioncodec.files import list_images
 from fusioncodec.image import to_tensor
 from fusioncodec.nets.latent import SliceLatentCodec, ste_round
-from fusioncodec.payload import encode_payload, layer_binding
+from fusioncodec.payload import layer_binding
 from fusioncodec.train.losses import lambda_at
 
 
@@ -61,9 +61,9 @@ def refine(codec: Codec, image: Image.Image, quality: float, steps: int, lr: flo
     data = codec.encode(image, quality=quality)
     container = Container.from_bytes(data)
     x = to_tensor(image, codec.device)
-    add, q = model.additional, codec._q(quality)
+    add, q = model.additional, level_position(quality, codec.device)
     with torch.no_grad():
-        y_machine = codec.decode_latent(container, "machine")
+        y_machine = torch.from_numpy(codec.decode_latent(container, "machine"))
         y = add.analyze(x, y_machine).requires_grad_(True)
     context, lam = add.context(y_machine), lambda_at(model.config.human_lambdas, q)
     optimizer = torch.optim.Adam([y], lr=lr)
@@ -80,7 +80,9 @@ def refine(codec: Codec, image: Image.Image, quality: float, steps: int, lr: flo
         quality = container.layer("human").quality
         machine = container.layer("machine").payload
         binding = layer_binding("human", quality, w, h, model.config.m, machine)
-        payload, _ = encode_payload(add.latent, y.detach(), q, context, binding)
+        payload, _ = codec.encode_layer(
+            "additional", y.detach().numpy(), quality, context.numpy(), binding
+        )
     human = Layer("human", quality, payload)
     refined = Container(w, h, codec.name, codec.identity, model.config.m,
                         (container.layer("machine"), human)).to_bytes()  # fmt: skip
