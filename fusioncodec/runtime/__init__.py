@@ -56,22 +56,21 @@ class OnnxCodec(TwoLayerCodec):
             raise ArgumentError(f"the onnx runtime codes on the CPU, not {device!r}")
         return cls(OpenedWeights(path))
 
-    def _run(self, graph: str, *inputs: np.ndarray) -> np.ndarray:
-        return self.weights.run(graph, *inputs)
-
     def analysis(self, pixels: np.ndarray, y_machine: np.ndarray | None = None) -> np.ndarray:
         read = pixel_reader(pixels, Y_STRIDE)
         grid = latent_grid(pixels.shape[1], pixels.shape[0])
+        large = max(grid) > TRANSFORM_TILE
+        run = self.weights.run
         if y_machine is None:
             return run_tiled(
-                lambda t: self._run("machine.analysis", t),
+                lambda t: run("machine.analysis", t, large=large),
                 read,
                 grid,
                 TRANSFORM_TILE,
                 TRANSFORM_HALO,
             )
         return run_tiled(
-            lambda t: self._run("additional.analysis", *t),
+            lambda t: run("additional.analysis", *t, large=large),
             lambda r0, r1, c0, c1: (read(r0, r1, c0, c1), y_machine[..., r0:r1, c0:c1]),
             grid,
             TRANSFORM_TILE,
@@ -80,7 +79,7 @@ class OnnxCodec(TwoLayerCodec):
 
     def hyper_analysis(self, layer: str) -> HyperAnalysis:
         graph = f"{layer}.hyper_analysis"
-        return lambda scaled: self._run(graph, scaled)
+        return lambda scaled: self.weights.run(graph, scaled)
 
     def coder(self, layer: str) -> LatentModel:
         return self.weights.coders[layer]
@@ -94,8 +93,9 @@ class OnnxCodec(TwoLayerCodec):
             else ("human.synthesis", [y_machine, y_add])
         )
         out = Image.new("RGB", (width, height))
+        large = max(y_machine.shape[-2:]) > TRANSFORM_TILE
         for_tiles(
-            lambda tiles: self._run(graph, *tiles),
+            lambda tiles: self.weights.run(graph, *tiles, large=large),
             lambda r0, r1, c0, c1: [y[..., r0:r1, c0:c1] for y in latents],
             tuple(y_machine.shape[-2:]),
             TRANSFORM_TILE,

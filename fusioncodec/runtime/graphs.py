@@ -108,7 +108,8 @@ class OpenedWeights:
             for layer, prefix in LATENTS.items()
         }
         self.identity = identity_of(self.path)
-        self._sessions: dict[str, tuple] = {}  # graph -> (session, the weights it reads)
+        # (graph, large) -> (session, the weights it reads)
+        self._sessions: dict[tuple[str, bool], tuple] = {}
 
     @property
     def name(self) -> str:
@@ -150,13 +151,15 @@ class OpenedWeights:
             )
         return layout
 
-    def session(self, graph: str):  # noqa: ANN201 - onnxruntime.InferenceSession
-        """The onnxruntime session of a graph, opened on first use with the weights."""
-        if graph not in self._sessions:
-            self._sessions[graph] = self._open(graph)
-        return self._sessions[graph][0]
+    def session(self, graph: str, large: bool = False):  # noqa: ANN201 - an InferenceSession
+        """The onnxruntime session of a graph, opened on first use with the weights; for a
+        ``large`` picture (several tiles) one without onnxruntime's memory arena, which
+        would keep a tile's peak allocated (0.6 GB at 4096 x 4096) for ~20% more speed."""
+        if (graph, large) not in self._sessions:
+            self._sessions[graph, large] = self._open(graph, large)
+        return self._sessions[graph, large][0]
 
-    def _open(self, graph: str) -> tuple:
+    def _open(self, graph: str, large: bool) -> tuple:
         import onnxruntime as ort
 
         try:
@@ -179,6 +182,7 @@ class OpenedWeights:
         # No memory pattern: it plans one block for all of a run's tensors, 1 GB more at the
         # peak of a 4096 x 4096 encode (2.7 GB against 1.7), and no faster here.
         options.enable_mem_pattern = False
+        options.enable_cpu_mem_arena = not large
         options.add_external_initializers(names, values)
         try:
             session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
@@ -188,9 +192,9 @@ class OpenedWeights:
             raise WeightsError(f"{self.folder / graph}.onnx does not take the inputs it should")
         return session, values  # onnxruntime reads the weights in place: keep them
 
-    def run(self, graph: str, *inputs: np.ndarray) -> np.ndarray:
+    def run(self, graph: str, *inputs: np.ndarray, large: bool = False) -> np.ndarray:
         """A graph on float32 inputs (in :data:`GRAPH_INPUTS` order): its output."""
-        session = self.session(graph)
+        session = self.session(graph, large)
         feed = {
             name: np.ascontiguousarray(x, dtype=np.float32)
             for name, x in zip(GRAPH_INPUTS[graph], inputs, strict=True)
