@@ -23,7 +23,7 @@ from fusioncodec.runtime.graphs import graphs_folder
 from fusioncodec.weight_file import default_weights
 
 DATA = Path(__file__).parent / "data"
-OLD_FILES = sorted(DATA.glob("v0.5-*.fcb"))  # encoded by fusioncodec 0.5.0 (torch only)
+OLD_FILES = sorted(DATA.glob("v0.5-*.fcb"))  # examples/street.png coded by 0.5.0 (torch only)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
