@@ -173,11 +173,13 @@ def card_problem(card: dict) -> str | None:
     return None
 
 
-def identity_of(path: Path) -> bytes:
+def identity_of(source: Path | bytes) -> bytes:
     """The identity written into every ``.fcb``: the first 16 bytes of the SHA-256 of the
-    weight file's bytes."""
+    weight file's bytes (``source``: the file, or its bytes already read)."""
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).digest()[:16]
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(source, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.digest()[:16]

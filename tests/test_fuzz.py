@@ -39,38 +39,41 @@ def onnx_pictures(tiny_onnx_codec, originals):
     }
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    derandomize=True,
-)
-@given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**32 - 1))
-def test_hostile_files_give_an_error_or_a_correct_picture(tiny_codec, originals, kind, seed):
-    (data, other), pictures = originals
+def hostile(examples: int):  # noqa: ANN201 - hypothesis's decorators
+    """Hypothesis cases of a mutation kind and a seed, the same on every run."""
+
+    def decorate(test):  # noqa: ANN001, ANN202
+        cases = given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**32 - 1))(test)
+        return settings(
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+            derandomize=True,
+        )(cases)
+
+    return decorate
+
+
+def assert_no_bad_outcome(codec, originals, pictures, kind: str, seed: int) -> None:
+    """A mutation of the first original decoded by ``codec``: an error or a correct picture."""
+    (data, other), _ = originals
     case = mutate(data, other, kind, np.random.default_rng(seed))
-    result = judge(tiny_codec, data, pictures, case)
+    result = judge(codec, data, pictures, case)
     bad = {k: v for k, v in result["outcomes"].items() if v.startswith("BAD")}
     assert not bad, (case.kind, case.detail, bad)
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    derandomize=True,
-)
-@given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**32 - 1))
+@hostile(300)
+def test_hostile_files_give_an_error_or_a_correct_picture(tiny_codec, originals, kind, seed):
+    assert_no_bad_outcome(tiny_codec, originals, originals[1], kind, seed)
+
+
+@hostile(100)
 def test_the_onnx_runtime_gives_an_error_or_a_correct_picture(
     tiny_onnx_codec, originals, onnx_pictures, kind, seed
 ):
     """The same judgement in the onnx runtime, of the torch runtime's files."""
-    (data, other), _ = originals
-    pictures = onnx_pictures
-    case = mutate(data, other, kind, np.random.default_rng(seed))
-    result = judge(tiny_onnx_codec, data, pictures, case)
-    bad = {k: v for k, v in result["outcomes"].items() if v.startswith("BAD")}
-    assert not bad, (case.kind, case.detail, bad)
+    assert_no_bad_outcome(tiny_onnx_codec, originals, onnx_pictures, kind, seed)
 
 
 def test_every_kind_of_mutation_is_rejected_somewhere(tiny_codec, originals):

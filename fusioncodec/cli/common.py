@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from fusioncodec import BACKENDS
 from fusioncodec.container import LAYER_KINDS
 from fusioncodec.file_jobs import EXPECTED, FileFailure, show
 from fusioncodec.messages import error_reason, one_line
@@ -137,12 +138,23 @@ def _keep_backend(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
+def _device_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        callback=_checked_device,
+        help=help_text,
+    )
+
+
 def coding_device_option(f: F) -> F:
     """``--device`` and ``--backend`` (the latter read by :func:`codec_loader`): where
     ``encode`` and ``decode`` run."""
     f = click.option(
         "--backend",
-        type=click.Choice(["auto", "onnx", "torch"]),
+        type=click.Choice(BACKENDS),
         default="auto",
         show_default=True,
         expose_value=False,
@@ -151,26 +163,11 @@ def coding_device_option(f: F) -> F:
         help="The runtime that codes: onnx (onnxruntime, CPU) or torch (CPU or CUDA); auto: "
         "torch for --device cuda or weights without ONNX graphs, else onnx.",
     )(f)
-    return click.option(
-        "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
-        default="auto",
-        show_default=True,
-        callback=_checked_device,
-        help="Where to run the model (auto: the CPU with the onnx runtime, else cuda if "
-        "torch sees it).",
-    )(f)
+    where = "auto: the CPU with the onnx runtime, else cuda if torch sees it"
+    return _device_option(f"Where to run the model ({where}).")(f)
 
 
-def device_option(f: F) -> F:
-    return click.option(
-        "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
-        default="auto",
-        show_default=True,
-        callback=_checked_device,
-        help="Where to run the model (auto: cuda if available).",
-    )(f)
+device_option = _device_option("Where to run the model (auto: cuda if available).")
 
 
 def force_option(f: F) -> F:

@@ -47,21 +47,22 @@ def graphs_folder(weights: Path) -> Path:
     return weights.with_suffix(".graphs")
 
 
-def read_arrays(path: Path, kind: str, config: CodecConfig) -> dict[str, np.ndarray]:
+def read_arrays(path: Path, kind: str, config: CodecConfig) -> tuple[dict[str, np.ndarray], bytes]:
     """The tensors of a weight file as stored, checked (declared shapes first, then finite
-    floats and the integer bounds)."""
-    from safetensors.numpy import load_file
+    floats and the integer bounds), and its identity: the file is read once."""
+    from safetensors.numpy import load
 
     problem = declared_shapes_problem(path, kind, config)
     if problem:
         raise WeightsError(f"{path} does not match its model card ({problem})")
     try:
-        stored = load_file(str(path))
+        data = path.read_bytes()
+        stored = load(data)
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
         raise WeightsError(f"{path} cannot be read ({str(exc).splitlines()[0]})") from None
     if problem := tensors_problem(stored):
         raise WeightsError(f"{path} holds invalid weights: {problem}")
-    return stored
+    return stored, identity_of(data)
 
 
 def latent_model(
@@ -102,12 +103,11 @@ class OpenedWeights:
         self.config = CodecConfig.from_dict(self.card["config"])
         self.folder = graphs_folder(self.path)
         self.layout = self._layout()
-        self.arrays = read_arrays(self.path, "scalable", self.config)
+        self.arrays, self.identity = read_arrays(self.path, "scalable", self.config)
         self.coders = {
             layer: latent_model(self.path, self.arrays, prefix, self.layout["latents"][layer])
             for layer, prefix in LATENTS.items()
         }
-        self.identity = identity_of(self.path)
         # (graph, large) -> (session, the weights it reads)
         self._sessions: dict[tuple[str, bool], tuple] = {}
 
