@@ -27,6 +27,7 @@ from fusioncodec.container import Container
 from fusioncodec.errors import FusionCodecError
 from fusioncodec.files import write_atomic
 from fusioncodec.messages import error_reason, shown_path
+from fusioncodec.metrics import bpp
 from fusioncodec.sources import default_layer, read_container, read_container_file, regular_file
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ __all__ = [
     "Files",
     "Job",
     "LocalFiles",
-    "bpp",
     "container_stats",
     "decode_job",
     "encode_job",
@@ -78,10 +78,6 @@ def failures(name: str) -> Iterator[None]:
         raise
     except EXPECTED as exc:
         raise FileFailure(f"{name}: {error_reason(exc)}") from None
-
-
-def bpp(n_bytes: int, pixels: int) -> float:
-    return 8.0 * n_bytes / pixels
 
 
 def quality_text(q: float) -> float:

@@ -49,6 +49,14 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = limit
 
 
+def read_rgb(path: str | os.PathLike) -> Image.Image:
+    """The picture at ``path`` in RGB, read whole with its file closed: how training,
+    validation and evaluation read their sets (no EXIF rotation, no colour management, alpha
+    dropped). Pillow's exceptions pass through; callers name their own error."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 @contextmanager
 def open_picture(
     source: str | os.PathLike | bytes | BinaryIO, max_pixels: int

@@ -16,19 +16,25 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: MS-SSIM (5 scales, 11-tap window) needs a short side larger than (11 - 1) * 2**4 = 160.
 MSSSIM_MIN_SIDE = 161
 
 
-def bpp(num_bytes: int, width: int, height: int) -> float:
-    return 8.0 * num_bytes / (width * height)
+def bpp(num_bytes: int, pixels: int) -> float:
+    """Bits per pixel of ``num_bytes`` coded bytes over ``pixels`` pixels (numpy-free, so that
+    ``fcodec info`` and ``strip`` report rates without it)."""
+    return 8.0 * num_bytes / pixels
 
 
 def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR over all RGB samples of two uint8 images (peak 255)."""
+    import numpy as np
+
     err = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if err == 0 else float(10 * np.log10(255.0**2 / err))
 
@@ -39,6 +45,7 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"image shapes differ: {a.shape} and {b.shape}")
     if min(a.shape[:2]) < MSSSIM_MIN_SIDE:
         return float("nan")
+    import numpy as np
     import torch
     from pytorch_msssim import ms_ssim
 
@@ -63,6 +70,8 @@ def _curves(
     quality_test: Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Log-rates and qualities as arrays; ValueError for fewer than 4 points or bad values."""
+    import numpy as np
+
     ra, qa = np.asarray(rate_anchor, float), np.asarray(quality_anchor, float)
     rt, qt = np.asarray(rate_test, float), np.asarray(quality_test, float)
     if ra.shape != qa.shape or rt.shape != qt.shape:
@@ -79,6 +88,8 @@ def _curves(
 
 def _average_gap(x_a: np.ndarray, y_a: np.ndarray, x_t: np.ndarray, y_t: np.ndarray) -> float:
     """Mean of (cubic fit of y_t over x) - (cubic fit of y_a over x) on the shared x range."""
+    import numpy as np
+
     lo, hi = max(x_a.min(), x_t.min()), min(x_a.max(), x_t.max())
     if lo >= hi:
         raise ValueError("the two curves share no quality range")
@@ -105,7 +116,7 @@ def bd_rate(
     curve has fewer than four points or the curves share no quality range.
     """
     la, pa, lt, pt = _curves(rate_anchor, psnr_anchor, rate_test, psnr_test)
-    return float((np.exp(_average_gap(pa, la, pt, lt)) - 1) * 100)
+    return (math.exp(_average_gap(pa, la, pt, lt)) - 1) * 100
 
 
 def bd_psnr(

@@ -91,8 +91,8 @@ def test_psnr_and_bpp_by_hand() -> None:
     b[1, 2, 1] = 255
     assert metrics.psnr_rgb(a, b) == pytest.approx(10 * math.log10(9))
     assert metrics.psnr_rgb(a, a) == math.inf
-    assert metrics.bpp(3, 3, 2) == 4.0
-    assert metrics.bpp(1000, 768, 512) == pytest.approx(8000 / 393216)
+    assert metrics.bpp(3, 6) == 4.0
+    assert metrics.bpp(1000, 768 * 512) == pytest.approx(8000 / 393216)
 
 
 def test_ms_ssim() -> None:

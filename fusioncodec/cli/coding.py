@@ -39,7 +39,6 @@ from fusioncodec.container import LAYER_KINDS, MAX_HEADER_SIZE, peek_header
 from fusioncodec.file_jobs import (
     FileFailure,
     Job,
-    bpp,
     check_writable,
     container_stats,
     decode_job,
@@ -48,6 +47,7 @@ from fusioncodec.file_jobs import (
     write_output,
 )
 from fusioncodec.messages import printable
+from fusioncodec.metrics import bpp
 from fusioncodec.nets.config import DEFAULT_QUALITY
 from fusioncodec.sources import default_layer, regular_file
 

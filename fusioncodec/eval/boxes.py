@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from fusioncodec.eval.detectors import Detector
 
 SCORE_THRESHOLD = 0.001
 NMS_IOU = 0.65
@@ -24,6 +22,18 @@ PRE_NMS_TOPK = 3000
 
 class DetectorError(ValueError):
     """A detector cannot be built, loaded or run (one-line message)."""
+
+
+class InputConvention(Protocol):
+    """How a detector wants its input picture (a :class:`~.detectors.Detector` is one)."""
+
+    input_size: tuple[int, int]  # (width, height)
+    letterbox: bool
+    bgr: bool
+    scale: float
+    pad_value: float
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,7 @@ def resize_bilinear(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255, out=out)
 
 
-def preprocess(detector: Detector, image: Image.Image) -> tuple[np.ndarray, Meta]:
+def preprocess(detector: InputConvention, image: Image.Image) -> tuple[np.ndarray, Meta]:
     """PIL image -> float32 1x3xHxW input tensor and the :class:`Meta` of the mapping."""
     rgb = np.asarray(image.convert("RGB"))
     orig_h, orig_w = rgb.shape[:2]

@@ -175,17 +175,11 @@ def sources(
 
 def open_rgb(path: Path) -> Image.Image:
     """An image file as RGB (HEIF too when pillow-heif is here); EvalError if unreadable."""
-    from PIL import Image
+    from fusioncodec.image import enable_optional_formats, read_rgb
 
-    if path.suffix.lower() in (".heic", ".heif"):
-        with suppress(ImportError):
-            from pillow_heif import register_heif_opener
-
-            register_heif_opener()
+    enable_optional_formats()
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
+        return read_rgb(path)
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many exception types
         raise EvalError(f"{show(path)}: cannot read image ({error_reason(exc)})") from None
 

@@ -14,7 +14,7 @@ Each name means one thing everywhere:
   the coded file).
 
 Adding a codec: a :class:`ClassicalCodec` in ``classical.CLASSICAL`` (it is listed here by
-itself), or an entry below and a branch in :func:`runner` for a learned one.
+itself), or a :class:`LearnedCodec` in :data:`LEARNED_CODECS` for a learned one.
 """
 
 from __future__ import annotations
@@ -32,22 +32,20 @@ from fusioncodec.eval import classical
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["CODECS", "LEARNED", "SCALABLE", "Coded", "ModelSpec", "label", "runner"]
+__all__ = [
+    "CODECS",
+    "LEARNED",
+    "LEARNED_CODECS",
+    "SCALABLE",
+    "Coded",
+    "LearnedCodec",
+    "ModelSpec",
+    "get",
+    "label",
+    "runner",
+]
 
-SCALABLE = ("fusioncodec", "fusioncodec-machine")
-LEARNED = (*SCALABLE, "baseline")
-CODECS = (*LEARNED, *classical.CLASSICAL)
 LEARNED_QUALITIES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
-LABELS = {
-    "fusioncodec": "fusioncodec (human layer)",
-    "fusioncodec-machine": "fusioncodec (machine layer)",
-    "baseline": "single-layer LIC (baseline)",
-}
-DESCRIPTIONS = {
-    "fusioncodec": "fusioncodec human layer; rate: the whole .fcb file (header + both layers)",
-    "fusioncodec-machine": "fusioncodec machine layer; rate: the .fcb file without its human layer",
-    "baseline": "single-layer learned codec (the standard LIC); rate: payload bytes",
-}
 
 
 @dataclass(frozen=True)
@@ -76,21 +74,6 @@ class Coded:
 Runner = Callable[["Image.Image", float], Coded]
 
 
-def label(name: str) -> str:
-    """The name of a codec's curve in plots and tables."""
-    return LABELS.get(name) or classical.get(name).label
-
-
-def description(name: str) -> str:
-    """What a codec's curve measures (model and file names are added by the caller)."""
-    return DESCRIPTIONS.get(name) or classical.get(name).description
-
-
-def missing(name: str) -> str | None:
-    """Why codec ``name`` cannot run here (None when it can; learned ones need weights)."""
-    return None if name in LEARNED else classical.get(name).missing()
-
-
 def scalable_codec(weights: str | None, device: str) -> Any:
     """The two-layer codec of a weight file, as ``fusioncodec.load`` gives it (cached)."""
     import fusioncodec
@@ -110,26 +93,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - start
-
-
-def runner(name: str, spec: ModelSpec | None = None) -> Runner:
-    """The round trip of codec ``name``; learned models load on first use. KeyError for a
-    name not in :data:`CODECS`."""
-    spec = spec or ModelSpec()
-    if name == "fusioncodec":
-        return lambda image, q: _both_layers(image, q, spec)
-    if name == "fusioncodec-machine":
-        return lambda image, q: _machine_layer(image, q, spec)
-    if name == "baseline":
-        return lambda image, q: _baseline(image, q, spec)
-    codec = classical.get(name)
-
-    def classic(image: Image.Image, q: float) -> Coded:
-        data, t_enc = _timed(lambda: codec.encode(image, int(q)))
-        decoded, t_dec = _timed(lambda: codec.decode(data, image.width, image.height))
-        return Coded(len(data), decoded, t_enc, t_dec)
-
-    return classic
 
 
 def _both_layers(image: Image.Image, q: float, spec: ModelSpec) -> Coded:
@@ -158,3 +121,86 @@ def _baseline(image: Image.Image, q: float, spec: ModelSpec) -> Coded:
     payload, t_enc = _timed(lambda: model.encode(image, q))
     decoded, t_dec = _timed(lambda: model.decode(payload, image.width, image.height, q))
     return Coded(len(payload), np.asarray(decoded), t_enc, t_dec)
+
+
+@dataclass(frozen=True)
+class LearnedCodec:
+    """A learned codec under evaluation: named, labelled and described as a
+    :class:`~fusioncodec.eval.classical.ClassicalCodec` is, with its round trip."""
+
+    name: str
+    label: str
+    description: str
+    roundtrip: Callable[[Image.Image, float, ModelSpec], Coded]
+    scalable: bool  # a layer of the .fcb file (loads through fusioncodec.load)
+
+    def missing(self) -> str | None:
+        """Learned codecs run wherever their weights load."""
+        return None
+
+
+LEARNED_CODECS = {
+    codec.name: codec
+    for codec in (
+        LearnedCodec(
+            "fusioncodec",
+            "fusioncodec (human layer)",
+            "fusioncodec human layer; rate: the whole .fcb file (header + both layers)",
+            _both_layers,
+            scalable=True,
+        ),
+        LearnedCodec(
+            "fusioncodec-machine",
+            "fusioncodec (machine layer)",
+            "fusioncodec machine layer; rate: the .fcb file without its human layer",
+            _machine_layer,
+            scalable=True,
+        ),
+        LearnedCodec(
+            "baseline",
+            "single-layer LIC (baseline)",
+            "single-layer learned codec (the standard LIC); rate: payload bytes",
+            _baseline,
+            scalable=False,
+        ),
+    )
+}
+LEARNED = tuple(LEARNED_CODECS)
+SCALABLE = tuple(name for name, codec in LEARNED_CODECS.items() if codec.scalable)
+CODECS = (*LEARNED, *classical.CLASSICAL)
+
+
+def get(name: str) -> LearnedCodec | classical.ClassicalCodec:
+    """The codec called ``name``; KeyError for a name not in :data:`CODECS`."""
+    return LEARNED_CODECS.get(name) or classical.get(name)
+
+
+def label(name: str) -> str:
+    """The name of a codec's curve in plots and tables."""
+    return get(name).label
+
+
+def description(name: str) -> str:
+    """What a codec's curve measures (model and file names are added by the caller)."""
+    return get(name).description
+
+
+def missing(name: str) -> str | None:
+    """Why codec ``name`` cannot run here (None when it can)."""
+    return get(name).missing()
+
+
+def runner(name: str, spec: ModelSpec | None = None) -> Runner:
+    """The round trip of codec ``name``; learned models load on first use. KeyError for a
+    name not in :data:`CODECS`."""
+    spec = spec or ModelSpec()
+    codec = get(name)
+    if isinstance(codec, LearnedCodec):
+        return lambda image, q: codec.roundtrip(image, q, spec)
+
+    def classic(image: Image.Image, q: float) -> Coded:
+        data, t_enc = _timed(lambda: codec.encode(image, int(q)))
+        decoded, t_dec = _timed(lambda: codec.decode(data, image.width, image.height))
+        return Coded(len(data), decoded, t_enc, t_dec)
+
+    return classic

@@ -12,15 +12,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from fusioncodec.files import TEST_SETS, atomic_file, image_files
+from fusioncodec.image import read_rgb
 from fusioncodec.train.edges import edge_band, mask_boundaries
 from fusioncodec.train.recipe import DEFAULT_SCALE, HELD_OUT_EVERY, SOURCES
 
 FORBIDDEN = TEST_SETS  # never trained on
-
-
-def _rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def _bsds(root: Path) -> list[tuple[Path, np.ndarray]]:
@@ -145,7 +141,7 @@ def build_edge_dataset(
 ) -> dict[str, np.ndarray]:
     """The training images of :func:`annotated_sources`, decoded and packed."""
     items = annotated_sources(train_root, shared, mask_dirs, sources)
-    return pack([(_rgb(path), mask) for _, path, mask in items])
+    return pack([(np.asarray(read_rgb(path)), mask) for _, path, mask in items])
 
 
 def pack(items: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from fusioncodec.codec import Codec, SingleLayerRunner
+from fusioncodec.image import read_rgb
 from fusioncodec.metrics import bpp, psnr_rgb
 from fusioncodec.weights import LoadedModel
 
@@ -31,10 +31,7 @@ def validate(
     """Mean real-coded bpp and PSNR per quality (human layer, or the baseline's only layer)."""
     loaded = _frozen_copy(model, kind, card_config)
     out: dict[str, float] = {}
-    pictures = []
-    for path in images:
-        with Image.open(path) as image:  # converted pictures do not hold their files open
-            pictures.append(image.convert("RGB"))
+    pictures = [read_rgb(path) for path in images]
     if kind == "scalable":
         codec = Codec(loaded, "cpu")
         for q in qualities:
@@ -43,8 +40,10 @@ def validate(
                 data = codec.encode(image, quality=q)
                 container = codec.parse(data)
                 decoded = np.asarray(codec.decode(container, "human"))
-                rates.append(bpp(len(data), *image.size))
-                machine.append(bpp(len(container.without_human().to_bytes()), *image.size))
+                rates.append(bpp(len(data), image.width * image.height))
+                machine.append(
+                    bpp(len(container.without_human().to_bytes()), image.width * image.height)
+                )
                 psnrs.append(psnr_rgb(np.asarray(image), decoded))
             out[f"val_q{q:g}_bpp"] = float(np.mean(rates))
             out[f"val_q{q:g}_machine_bpp"] = float(np.mean(machine))
@@ -56,7 +55,7 @@ def validate(
             for image in pictures:
                 payload = runner.encode(image, q)
                 decoded = np.asarray(runner.decode(payload, *image.size, q))
-                rates.append(bpp(len(payload), *image.size))
+                rates.append(bpp(len(payload), image.width * image.height))
                 psnrs.append(psnr_rgb(np.asarray(image), decoded))
             out[f"val_q{q:g}_bpp"] = float(np.mean(rates))
             out[f"val_q{q:g}_psnr"] = float(np.mean(psnrs))

@@ -23,7 +23,7 @@ from fusioncodec import metrics
 from fusioncodec.codec import Codec, level_position
 from fusioncodec.container import Container, Layer
 from fusioncodec.files import list_images
-from fusioncodec.image import to_tensor
+from fusioncodec.image import read_rgb, to_tensor
 from fusioncodec.nets.latent import SliceLatentCodec, ste_round
 from fusioncodec.payload import layer_binding
 from fusioncodec.train.losses import lambda_at
@@ -53,7 +53,9 @@ def coded_bits(latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor, conte
 def measure(codec: Codec, data: bytes, image: Image.Image) -> tuple[float, float]:
     """(bpp, PSNR-RGB) of the human layer of ``data``."""
     decoded = np.asarray(codec.decode(data, "human"))
-    return metrics.bpp(len(data), *image.size), metrics.psnr_rgb(np.asarray(image), decoded)
+    return metrics.bpp(len(data), image.width * image.height), metrics.psnr_rgb(
+        np.asarray(image), decoded
+    )
 
 
 def refine(codec: Codec, image: Image.Image, quality: float, steps: int, lr: float) -> dict:
@@ -105,7 +107,7 @@ def main() -> None:
     codec = Codec.from_file(args.weights, "cpu")
     codec.model.requires_grad_(False)
     for _, path in list_images(args.images, args.limit):
-        image = Image.open(path).convert("RGB")
+        image = read_rgb(path)
         for quality in map(float, args.qualities.split(",")):
             r = refine(codec, image, quality, args.steps, args.lr)
             print(f"{path.name} q {quality:g}: {r['bpp'][0]:.4f} bpp {r['psnr'][0]:.2f} dB -> "

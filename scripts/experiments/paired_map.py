@@ -14,11 +14,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from fusioncodec.eval.coco_map import CocoScorer, evaluate, load_coco
 from fusioncodec.eval.detectors import fastestdet, yolox
 from fusioncodec.files import shared_dir
+from fusioncodec.image import read_rgb
 
 SHARED = shared_dir()
 
@@ -46,7 +46,7 @@ def main() -> None:
         for folder in (args.a, args.b):
             scorer = CocoScorer(coco)
             for path in sorted(folder.glob("*.png")):
-                image = Image.open(path).convert("RGB")
+                image = read_rgb(path)
                 scorer.add(by_stem[path.stem], detector.detect(image), image.size)
             scorers.append(scorer)
         ids = sorted(set(scorers[0].image_ids))

@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from fusioncodec import metrics
 from fusioncodec.codec import Codec
 from fusioncodec.files import list_images
+from fusioncodec.image import read_rgb
 
 
 def main() -> None:
@@ -35,13 +35,13 @@ def main() -> None:
     grid = range(1, codec.levels + 1)
     records = []
     for _, path in list_images(args.images, args.limit):
-        image = Image.open(path).convert("RGB")
+        image = read_rgb(path)
         ref = np.asarray(image)
         for qm in grid:
             for qh in grid:
                 data = codec.encode(image, ("machine", "human"), float(qm), float(qh))
                 decoded = np.asarray(codec.decode(data, "human"))
-                rate = metrics.bpp(len(data), *image.size)
+                rate = metrics.bpp(len(data), image.width * image.height)
                 records.append(
                     {
                         "image": path.name,

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fusioncodec.codec import checked_quality, level_position
 from fusioncodec.files import image_files
+from fusioncodec.image import read_rgb
 from fusioncodec.weights import load
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     model = loaded.model.eval()
     q = level_position(checked_quality(args.quality, loaded.config.levels), torch.device("cpu"))
     images = [
-        np.asarray(Image.open(p).convert("RGB")) for p in image_files(args.images, recursive=True)
+        np.asarray(read_rgb(p)) for p in image_files(args.images, recursive=True)
     ]
     images = images[: args.count]
     for size in (int(s) for s in args.sizes.split(",")):

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fusioncodec.codec import Codec
 from fusioncodec.files import shared_dir
 from fusioncodec.fuzz import KINDS, judge, mutate
+from fusioncodec.image import read_rgb
 from fusioncodec.weight_file import default_weights
 
 SHARED = shared_dir()
@@ -36,7 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     codec = Codec.from_file(args.weights, "cpu")
-    source = Image.open(args.image).convert("RGB")
+    source = read_rgb(args.image)
     crops = [source.crop((x, 0, x + args.crop, args.crop - 13)) for x in (0, 200)]
     data = codec.encode(crops[0], quality=4.0)
     other = codec.encode(crops[1], quality=6.0)

@@ -56,7 +56,8 @@ def step(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     import fusioncodec
-    from fusioncodec.metrics import psnr_rgb
+    from fusioncodec.image import read_rgb
+    from fusioncodec.metrics import bpp, psnr_rgb
 
     Image.MAX_IMAGE_PIXELS = None  # our own picture
     if args.cli:
@@ -64,9 +65,9 @@ def step(args: argparse.Namespace) -> dict:
         decoded = None if output is None else Image.open(output)
         if output is None:
             w, h = Image.open(args.picture).size
-            row["bpp"] = round(8 * args.fcb.stat().st_size / (w * h), 4)
+            row["bpp"] = round(bpp(args.fcb.stat().st_size, w * h), 4)
         else:
-            picture = np.asarray(Image.open(args.picture).convert("RGB"))
+            picture = np.asarray(read_rgb(args.picture))
             row["psnr"] = round(psnr_rgb(picture, np.asarray(decoded.convert("RGB"))), 3)
         return row
     if args.untiled:
@@ -78,13 +79,13 @@ def step(args: argparse.Namespace) -> dict:
         data = codec.encode(args.picture, quality=args.quality)
         args.fcb.write_bytes(data)
         w, h = Image.open(args.picture).size
-        row |= {"bpp": round(8 * len(data) / (w * h), 4)}
+        row |= {"bpp": round(bpp(len(data), w * h), 4)}
     else:
         decoded = codec.decode(args.fcb, args.step)
     row["seconds"] = round(time.perf_counter() - start, 1)
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if args.step != "encode":  # measured after the peak: the reference picture is not counted
-        picture = np.asarray(Image.open(args.picture).convert("RGB"))
+        picture = np.asarray(read_rgb(args.picture))
         row["psnr"] = round(psnr_rgb(picture, np.asarray(decoded)), 3)
     return row
 

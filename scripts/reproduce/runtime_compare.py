@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from fusioncodec.codec import Codec  # noqa: E402
 from fusioncodec.files import shared_dir  # noqa: E402
+from fusioncodec.image import read_rgb  # noqa: E402
 from fusioncodec.metrics import bd_rate, bpp, psnr_rgb  # noqa: E402
 from fusioncodec.runtime import OnnxCodec  # noqa: E402
 
@@ -89,7 +90,7 @@ def warm(codec, image: Image.Image, repeat: int) -> dict:
 
 
 def speed(first: Path, repeat: int) -> dict:
-    image = Image.open(first).convert("RGB")
+    image = read_rgb(first)
     report: dict = {"picture": first.name, "size": list(image.size), "quality": 4}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -132,7 +133,7 @@ def equivalence(pictures: list[Path], qualities: list[float]) -> dict:
     rows = []
     curves: dict[str, dict[str, list]] = {k: {} for k in runtimes}
     for path in pictures:
-        image = Image.open(path).convert("RGB")
+        image = read_rgb(path)
         reference = np.asarray(image)
         for q in qualities:
             files = {name: codec.encode(image, quality=q) for name, codec in runtimes.items()}
@@ -158,7 +159,7 @@ def equivalence(pictures: list[Path], qualities: list[float]) -> dict:
                 }
                 # each runtime's own round trip: its file, its decoder
                 if made_by in pictures_:
-                    rate = bpp(len(data), *image.size)
+                    rate = bpp(len(data), image.width * image.height)
                     quality = psnr_rgb(reference, pictures_[made_by])
                     row[f"{made_by}_bpp"], row[f"{made_by}_psnr"] = (
                         round(rate, 5),

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from fusioncodec.files import TEST_SETS, is_image, write_atomic
+from fusioncodec.image import read_rgb
 from fusioncodec.messages import error_reason
 from fusioncodec.train.edges import EDGE_WIDTH
 from fusioncodec.train.masks.sources import MAP_SUFFIXES, MaskError, band
@@ -139,8 +140,7 @@ def overlay(
 def _read_rgb(path: Path) -> np.ndarray:
     """RGB pixels as the training loader reads them (no EXIF rotation)."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        return np.asarray(read_rgb(path))
     except FileNotFoundError:
         raise MaskError(f"{path}: no such file") from None
     except Exception as exc:  # Pillow raises many types on corrupt files
