@@ -14,27 +14,10 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import accumulate
 
 from fusioncodec.errors import FormatError
-
-__all__ = [
-    "FORMAT_VERSION",
-    "HASH_SIZE",
-    "LAYER_KINDS",
-    "MAGIC",
-    "MAX_HEADER_SIZE",
-    "MAX_NAME_BYTES",
-    "MAX_PIXELS",
-    "MAX_SIDE",
-    "Container",
-    "FormatError",
-    "Header",
-    "Layer",
-    "LayerInfo",
-    "peek_header",
-    "size_problem",
-]
 
 MAGIC = b"\x89FCB\r\n\x1a\n"
 """File signature (8 bytes, PNG style: non-ASCII first byte, CR-LF, Ctrl-Z, LF)."""
@@ -54,11 +37,24 @@ MAX_NAME_BYTES = 255
 MAX_LAYERS = len(LAYER_KINDS)
 MAX_PAYLOAD = 0xFFFFFFFF
 
-# Fixed-offset part of the header: magic, version u8, header_size u16, width u16, height u16,
-# m u8, model_hash 16s, name_len u8.
-_FIXED = struct.Struct("<8sBHHHB16sB")
-_PREFIX_SIZE = 11  # magic + version + header_size: enough to locate and verify the header
-_LAYER_ENTRY = struct.Struct("<BfII")  # kind, quality, payload length, payload CRC32
+
+def _layout(spec: str) -> tuple[struct.Struct, dict[str, tuple[int, str]]]:
+    """A little-endian record from ``"name:format ..."``: its struct and its fields."""
+    fields = [field.split(":") for field in spec.split()]
+    offsets = accumulate((struct.calcsize("<" + fmt) for _, fmt in fields), initial=0)
+    layout = {name: (at, "<" + fmt) for (name, fmt), at in zip(fields, offsets, strict=False)}
+    return struct.Struct("<" + "".join(fmt for _, fmt in fields)), layout
+
+
+_FIXED, FIXED_FIELDS = _layout(
+    "magic:8s version:B header_size:H width:H height:H m:B model_hash:16s name_len:B"
+)
+"""The header's fixed-offset fields, name -> (byte offset, struct format); the model name
+follows, then the layer count (u8), the layer entries and the header CRC32."""
+_LAYER_ENTRY, LAYER_ENTRY_FIELDS = _layout("kind:B quality:f length:I crc32:I")
+"""A layer-table entry's fields, name -> (offset in the entry, struct format)."""
+LAYER_ENTRY_SIZE = _LAYER_ENTRY.size
+_PREFIX_SIZE = FIXED_FIELDS["width"][0]  # magic, version, header_size: locate and verify
 _U8 = struct.Struct("<B")
 _CRC = struct.Struct("<I")
 _F32_MAX = 3.4028234663852886e38
@@ -69,9 +65,14 @@ MAX_HEADER_SIZE = _FIXED.size + MAX_NAME_BYTES + 1 + MAX_LAYERS * _LAYER_ENTRY.s
 """Largest valid header (319 bytes); reading this many bytes always suffices."""
 
 
+def layer_entry_offset(name_len: int, index: int) -> int:
+    """Where layer entry ``index`` starts in a header whose model name has ``name_len`` bytes."""
+    return _FIXED.size + name_len + 1 + index * _LAYER_ENTRY.size
+
+
 def header_size_for(name_len: int, n_layers: int) -> int:
     """Header size in bytes for a model name of ``name_len`` UTF-8 bytes and ``n_layers``."""
-    return _FIXED.size + name_len + 1 + n_layers * _LAYER_ENTRY.size + _CRC.size
+    return layer_entry_offset(name_len, n_layers) + _CRC.size
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -240,14 +241,7 @@ class Container:
         """This container with the human layer dropped; machine payload bytes are untouched."""
         if "human" not in self.kinds:
             return self
-        return Container(
-            width=self.width,
-            height=self.height,
-            model_name=self.model_name,
-            model_hash=self.model_hash,
-            m=self.m,
-            layers=(self.layer("machine"),),
-        )
+        return replace(self, layers=(self.layer("machine"),))
 
     def check_model(self, model_hash: bytes, model_name: str | None = None) -> None:
         """Raise :class:`FormatError` unless this file was encoded with the given weights."""
@@ -263,29 +257,11 @@ class Container:
         """Serialize to the ``.fcb`` byte layout (docs/FORMAT.md)."""
         name = self.model_name.encode("utf-8")
         header_size = header_size_for(len(name), len(self.layers))
-        parts = [
-            _FIXED.pack(
-                MAGIC,
-                FORMAT_VERSION,
-                header_size,
-                self.width,
-                self.height,
-                self.m,
-                self.model_hash,
-                len(name),
-            ),
-            name,
-            _U8.pack(len(self.layers)),
-        ]
+        fixed = (MAGIC, FORMAT_VERSION, header_size, self.width, self.height, self.m)
+        parts = [_FIXED.pack(*fixed, self.model_hash, len(name)), name, _U8.pack(len(self.layers))]
         for layer in self.layers:
-            parts.append(
-                _LAYER_ENTRY.pack(
-                    LAYER_KINDS.index(layer.kind),
-                    layer.quality,
-                    len(layer.payload),
-                    zlib.crc32(layer.payload),
-                )
-            )
+            kind, crc = LAYER_KINDS.index(layer.kind), zlib.crc32(layer.payload)
+            parts.append(_LAYER_ENTRY.pack(kind, layer.quality, len(layer.payload), crc))
         header = b"".join(parts)
         header += _CRC.pack(zlib.crc32(header))
         assert len(header) == header_size
@@ -313,12 +289,7 @@ class Container:
             )
         try:
             return cls(
-                width=header.width,
-                height=header.height,
-                model_name=header.model_name,
-                model_hash=header.model_hash,
-                m=header.m,
-                layers=tuple(layers),
+                header.width, header.height, header.model_name, header.model_hash, header.m, layers
             )
         except ValueError as exc:  # pragma: no cover - _parse_header already checks all of it
             raise FormatError(f"invalid .fcb file: {exc}") from None
@@ -375,7 +346,7 @@ def _parse_header(data: bytes) -> Header:
     # 3. header size and header CRC
     if n < _PREFIX_SIZE:
         raise _truncated_prefix(n)
-    (header_size,) = struct.unpack_from("<H", data, len(MAGIC) + 1)
+    (header_size,) = struct.unpack_from(FIXED_FIELDS["header_size"][1], data, len(MAGIC) + 1)
     if not MIN_HEADER_SIZE <= header_size <= MAX_HEADER_SIZE:
         raise FormatError(f"corrupt .fcb header: implausible header size {header_size}")
     if n < header_size:
@@ -408,9 +379,7 @@ def _parse_header(data: bytes) -> Header:
         )
     infos = []
     for i in range(n_layers):
-        code, quality, length, crc = _LAYER_ENTRY.unpack_from(
-            data, name_end + 1 + i * _LAYER_ENTRY.size
-        )
+        code, quality, length, crc = _LAYER_ENTRY.unpack_from(data, layer_entry_offset(name_len, i))
         if code >= len(LAYER_KINDS):
             raise FormatError(f"corrupt .fcb header: unknown layer kind code {code}")
         kind = LAYER_KINDS[code]

@@ -25,7 +25,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fusioncodec.container import LAYER_KINDS, Container, Layer, peek_header
+from fusioncodec.container import (
+    FIXED_FIELDS,
+    LAYER_ENTRY_FIELDS,
+    LAYER_ENTRY_SIZE,
+    LAYER_KINDS,
+    MIN_HEADER_SIZE,
+    Container,
+    Layer,
+    layer_entry_offset,
+    peek_header,
+)
 from fusioncodec.errors import FusionCodecError
 
 if TYPE_CHECKING:
@@ -33,7 +43,8 @@ if TYPE_CHECKING:
 
 TIME_LIMIT = 10.0
 KINDS = ("truncate", "flip", "flip-crc", "field", "field-crc", "swap", "splice")
-_FIELDS = {"width": (11, "<H"), "height": (13, "<H"), "m": (15, "<B"), "name_len": (32, "<B")}
+_FIELDS = {name: FIXED_FIELDS[name] for name in ("width", "height", "m", "name_len")}
+_CRC = "<I"
 
 
 @dataclass(frozen=True)
@@ -46,25 +57,29 @@ class Mutation:
 def _recrc(data: bytes) -> bytes:
     """Recompute the header CRC and every payload CRC that still fits the file."""
     buf = bytearray(data)
-    if len(buf) < 11:
+    at, fmt = FIXED_FIELDS["header_size"]
+    if len(buf) < FIXED_FIELDS["width"][0]:
         return bytes(buf)
-    (size,) = struct.unpack_from("<H", buf, 9)
-    if size > len(buf) or size < 51:
+    (size,) = struct.unpack_from(fmt, buf, at)
+    crc_at = size - struct.calcsize(_CRC)
+    if size > len(buf) or size < MIN_HEADER_SIZE:
         return bytes(buf)
-    name_len = buf[32]
-    table = 34 + name_len
+    name_len = buf[FIXED_FIELDS["name_len"][0]]
+    count_at = layer_entry_offset(name_len, 0) - 1
     start = size
-    if table >= size - 4:
+    if count_at + 1 >= crc_at:
         return bytes(buf)
-    for i in range(buf[33 + name_len] if 33 + name_len < size else 0):
-        entry = table + 13 * i
-        if entry + 13 > size - 4:
+    length_at, length_fmt = LAYER_ENTRY_FIELDS["length"]
+    for i in range(buf[count_at]):
+        entry = layer_entry_offset(name_len, i)
+        if entry + LAYER_ENTRY_SIZE > crc_at:
             break
-        (length,) = struct.unpack_from("<I", buf, entry + 5)
+        (length,) = struct.unpack_from(length_fmt, buf, entry + length_at)
         payload = bytes(buf[start : start + length])
-        struct.pack_into("<I", buf, entry + 9, zlib.crc32(payload))
+        crc = zlib.crc32(payload)
+        struct.pack_into(_CRC, buf, entry + LAYER_ENTRY_FIELDS["crc32"][0], crc)
         start += length
-    struct.pack_into("<I", buf, size - 4, zlib.crc32(bytes(buf[: size - 4])))
+    struct.pack_into(_CRC, buf, crc_at, zlib.crc32(bytes(buf[:crc_at])))
     return bytes(buf)
 
 
@@ -85,17 +100,17 @@ def mutate(data: bytes, other: bytes, kind: str, rng: np.random.Generator) -> Mu
         buf = bytearray(data)
         name = str(rng.choice([*_FIELDS, "quality", "length", "version"]))
         if name == "version":
-            buf[8] = int(rng.integers(0, 256))
+            buf[FIXED_FIELDS["version"][0]] = int(rng.integers(0, 256))
         elif name in ("quality", "length"):
             header = peek_header(data)
             i = int(rng.integers(0, len(header.layers)))
-            entry = 34 + len(header.model_name.encode()) + 13 * i
+            at, fmt = LAYER_ENTRY_FIELDS[name]
+            at += layer_entry_offset(len(header.model_name.encode()), i)
             if name == "quality":
                 value = float(rng.choice([0.0, 0.5, 1.0, 3.3, 8.0, 8.5, 100.0, -1.0, 1e30]))
-                struct.pack_into("<f", buf, entry + 1, value)
             else:
                 value = int(rng.integers(0, 2 * header.layers[i].length + 8))
-                struct.pack_into("<I", buf, entry + 5, value)
+            struct.pack_into(fmt, buf, at, value)
             name = f"{name}[{LAYER_KINDS[i]}]={value}"
         else:
             offset, fmt = _FIELDS[name]

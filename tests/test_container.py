@@ -62,6 +62,34 @@ def table_offset(c: Container) -> int:
     return 34 + len(c.model_name.encode())
 
 
+def test_public_layout_is_the_documented_one() -> None:
+    """Tools patch headers through the public layout (fuzz.py does): it must be FORMAT.md's."""
+    assert fc.FIXED_FIELDS == {
+        "magic": (0, "<8s"),
+        "version": (8, "<B"),
+        "header_size": (9, "<H"),
+        "width": (11, "<H"),
+        "height": (13, "<H"),
+        "m": (15, "<B"),
+        "model_hash": (16, "<16s"),
+        "name_len": (32, "<B"),
+    }
+    assert fc.LAYER_ENTRY_FIELDS == {
+        "kind": (0, "<B"),
+        "quality": (1, "<f"),
+        "length": (5, "<I"),
+        "crc32": (9, "<I"),
+    }
+    c = make()
+    data, name_len = c.to_bytes(), len(c.model_name.encode())
+    assert fc.layer_entry_offset(name_len, 1) == table_offset(c) + fc.LAYER_ENTRY_SIZE
+    assert fc.LAYER_ENTRY_SIZE == 13
+    for name, (at, fmt) in fc.FIXED_FIELDS.items():
+        expected = {"magic": fc.MAGIC, "version": 2, "header_size": c.header_size}
+        expected |= {"model_hash": HASH, "name_len": name_len}
+        assert struct.unpack_from(fmt, data, at)[0] == expected.get(name, getattr(c, name, None))
+
+
 def expect_error(data: bytes, match: str | None = None) -> FormatError:
     with pytest.raises(FormatError, match=match) as info:
         Container.from_bytes(data)
@@ -464,7 +492,7 @@ def test_stdlib_only() -> None:
     import in milliseconds."""
     import fusioncodec.errors
 
-    allowed = {"__future__", "dataclasses", "hashlib", "math", "struct", "zlib"}
+    allowed = {"__future__", "dataclasses", "hashlib", "itertools", "math", "struct", "zlib"}
     for module in (fc, fusioncodec.errors):
         tree = ast.parse(Path(module.__file__).read_text())
         for node in ast.walk(tree):
