@@ -34,7 +34,6 @@ OVERSIZE: dict[str, int] = {
     "fusioncodec/cli/eval_human.py::human": 138,
     "fusioncodec/cli/eval_machine.py::machine": 165,
     "fusioncodec/cli/masks.py::masks": 92,
-    "fusioncodec/cli/train.py::train": 208,
 }
 
 

@@ -170,6 +170,18 @@ def coding_device_option(f: F) -> F:
 device_option = _device_option("Where to run the model (auto: cuda if available).")
 
 
+def option_group(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """Click options that belong together as one decorator (they show in --help in the order
+    given), so that a command lists its concerns, not a page of options."""
+
+    def apply(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
 def force_option(f: F) -> F:
     return click.option(
         "--force", "-f", is_flag=True, help="Overwrite existing outputs (never an input)."
