@@ -175,6 +175,7 @@ def test_synthetic_image_is_seeded() -> None:
         (["--size", "8x8", "--compressai-weights", "{tmp}/none.pth"], "compressai weights not"),
         (["--size", "8x8", "--compressai-weights", "{tmp}/bad.pth"], "does not fit Mean"),
         (["--size", "8x8", "--out", "{tmp}/no/such/dir.json"], "no such directory"),
+        (["--size", "8x8", "--train-precision", "fp16"], "--train-precision takes some of"),
     ],
 )
 def test_errors_are_one_line(
