@@ -25,6 +25,7 @@ from fusioncodec.cli.common import (
     force_option,
     json_option,
     note,
+    option_group,
     output_option,
     plural,
     progress_option,
@@ -90,6 +91,18 @@ def _named_layer(source: str, layer: str) -> str:
 # --------------------------------------------------------------------------- commands
 
 
+batch_options = option_group(
+    # What codes a batch, where it runs, and what it says.
+    weights_option,
+    coding_device_option,
+    engine_options,
+    force_option,
+    json_option,
+    progress_option,
+    verbosity_options,
+)
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE...")
 @output_option
@@ -112,13 +125,7 @@ def _named_layer(source: str, layer: str) -> str:
 @click.option(
     "--human-quality", type=float, default=None, help="Human-layer quality [default: --quality]."
 )
-@weights_option
-@coding_device_option
-@engine_options
-@force_option
-@json_option
-@progress_option
-@verbosity_options
+@batch_options
 def encode(
     inputs: tuple[str, ...],
     output: str | None,
@@ -157,6 +164,11 @@ def encode(
             return encode_job(job, get_codec, layers, quality, human_quality, force)
 
         results = run_jobs(jobs, work, desc="encode", as_json=as_json, progress=progress)
+    _encode_summary(results, single=len(jobs) == 1, as_json=as_json)
+
+
+def _encode_summary(results: list[dict[str, Any]], single: bool, as_json: bool) -> None:
+    """The closing line (or JSON object) of an encode batch, and its exit status."""
     skipped = sum(bool(r.get("skipped")) for r in results)
     done = [r for r in results if r["ok"] and not r.get("skipped")]
     failed = sum(not r["ok"] for r in results)
@@ -167,7 +179,7 @@ def encode(
         summary = {"summary": "encode", "files": len(done), "failed": failed, "bytes": n_bytes}
         extra = {"skipped": skipped} if skipped else {}
         click.echo(json.dumps({**summary, "bpp": mean_bpp, **extra}))
-    elif len(jobs) == 1 and done:
+    elif single and done:
         r = done[0]
         per_layer = ", ".join(f"{x['kind']} {x['bpp']:.3f} bpp" for x in r["layers"])
         note(
@@ -193,13 +205,7 @@ def encode(
     help="Which reconstruction to decode; auto: the human layer when the file has one, "
     "else the machine layer.",
 )
-@weights_option
-@coding_device_option
-@engine_options
-@force_option
-@json_option
-@progress_option
-@verbosity_options
+@batch_options
 def decode(
     inputs: tuple[str, ...],
     output: str | None,

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -29,6 +30,7 @@ from fusioncodec.cli.common import (
     CliError,
     device_option,
     force_option,
+    option_group,
     progress_option,
     show,
     weights_option,
@@ -45,89 +47,91 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
+codec_options = option_group(
+    # What is coded: the codecs, their qualities and weights.
+    click.option(
+        "--codecs",
+        metavar="LIST",
+        default=None,
+        help="Comma list from fusioncodec, fusioncodec-machine, baseline, jpeg, webp, avif, hevc, "
+        "vvc. Default: fusioncodec,baseline,jpeg,webp,avif,hevc (+vvc when vvencapp is on PATH).",
+    ),
+    click.option(
+        "--qualities",
+        "quality_specs",
+        multiple=True,
+        metavar="CODEC=LIST",
+        help="Qualities of one codec, e.g. jpeg=10,50,90 or vvc=37,32,27 (QPs). Repeatable.",
+    ),
+    click.option(
+        "--fc-qualities",
+        metavar="LIST",
+        help="Qualities of fusioncodec, fusioncodec-machine and baseline; continuous in "
+        "[1, levels], e.g. 1,2.5,4. [default: 1,2,...,8]",
+    ),
+    click.option(
+        "--machine-quality",
+        type=float,
+        default=None,
+        help="Fixed machine-layer quality of the fusioncodec files [default: = human quality]; "
+        "fusioncodec-machine still sweeps its own qualities.",
+    ),
+    weights_option,
+    click.option(
+        "--baseline-weights",
+        metavar="PATH",
+        help="Single-layer baseline weights. Default: the shipped baseline (skipped if absent).",
+    ),
+)
+
+report_options = option_group(
+    # What the sweep is compared with, and where it is written.
+    click.option(
+        "--anchor",
+        "anchor_args",
+        multiple=True,
+        metavar="PATH|CODEC",
+        help="BD-rate anchor: a results JSON (e.g. vtm.json, looked up in "
+        "$FUSIONCODEC_SHARED/anchors/kodak too) or a codec of this run. Repeatable. Default: "
+        "baseline if run, VTM for a folder named kodak, else the first codec.",
+    ),
+    click.option(
+        "--overlay",
+        "overlay_args",
+        multiple=True,
+        metavar="PATH",
+        help="Extra results JSON drawn (dashed) on the plots and listed in the table. Repeatable.",
+    ),
+    click.option("--out", "out_dir", required=True, metavar="DIR", help="Output folder."),
+)
+
+running_options = option_group(
+    # How the sweep runs.
+    click.option(
+        "--jobs",
+        "-j",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Worker processes, each with one torch thread (0: one per core; 1: in-process).",
+    ),
+    click.option(
+        "--limit", type=click.IntRange(min=0), default=0, help="Use only the first N images."
+    ),
+    device_option,
+    force_option,
+    progress_option,
+)
+
+
 @click.command("human")
 @click.option(
     "--images", required=True, metavar="DIR", help="Folder of images (png, jpg, ...; sorted)."
 )
-@click.option(
-    "--codecs",
-    metavar="LIST",
-    default=None,
-    help="Comma list from fusioncodec, fusioncodec-machine, baseline, jpeg, webp, avif, hevc, "
-    "vvc. Default: fusioncodec,baseline,jpeg,webp,avif,hevc (+vvc when vvencapp is on PATH).",
-)
-@click.option(
-    "--qualities",
-    "quality_specs",
-    multiple=True,
-    metavar="CODEC=LIST",
-    help="Qualities of one codec, e.g. jpeg=10,50,90 or vvc=37,32,27 (QPs). Repeatable.",
-)
-@click.option(
-    "--fc-qualities",
-    metavar="LIST",
-    help="Qualities of fusioncodec, fusioncodec-machine and baseline; continuous in "
-    "[1, levels], e.g. 1,2.5,4. [default: 1,2,...,8]",
-)
-@click.option(
-    "--machine-quality",
-    type=float,
-    default=None,
-    help="Fixed machine-layer quality of the fusioncodec files [default: = human quality]; "
-    "fusioncodec-machine still sweeps its own qualities.",
-)
-@weights_option
-@click.option(
-    "--baseline-weights",
-    metavar="PATH",
-    help="Single-layer baseline weights. Default: the shipped baseline (skipped if absent).",
-)
-@click.option(
-    "--anchor",
-    "anchor_args",
-    multiple=True,
-    metavar="PATH|CODEC",
-    help="BD-rate anchor: a results JSON (e.g. vtm.json, looked up in "
-    "$FUSIONCODEC_SHARED/anchors/kodak too) or a codec of this run. Repeatable. Default: "
-    "baseline if run, VTM for a folder named kodak, else the first codec.",
-)
-@click.option(
-    "--overlay",
-    "overlay_args",
-    multiple=True,
-    metavar="PATH",
-    help="Extra results JSON drawn (dashed) on the plots and listed in the table. Repeatable.",
-)
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Output folder.")
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Worker processes, each with one torch thread (0: one per core; 1: in-process).",
-)
-@click.option("--limit", type=click.IntRange(min=0), default=0, help="Use only the first N images.")
-@device_option
-@force_option
-@progress_option
-def human(
-    images: str,
-    codecs: str | None,
-    quality_specs: tuple[str, ...],
-    fc_qualities: str | None,
-    machine_quality: float | None,
-    weights: str | None,
-    baseline_weights: str | None,
-    anchor_args: tuple[str, ...],
-    overlay_args: tuple[str, ...],
-    out_dir: str,
-    jobs: int,
-    limit: int,
-    device: str,
-    force: bool,
-    progress: bool | None,
-) -> None:
+@codec_options
+@report_options
+@running_options
+def human(images: str, **options: Any) -> None:
     """RD sweep on a folder of images: bpp, PSNR-RGB and MS-SSIM per image and quality.
 
     Codes every image for real with fusioncodec (human layer; the machine layer and the
@@ -145,30 +149,19 @@ def human(
       jpeg ... vvc         the coded file
     MS-SSIM needs > 160 px on the short side (smaller images get none).
     """
-    folder = _check_arguments(images, machine_quality)
-    requested, explicit = human_eval.parse_codecs(codecs)
-    plan = human_eval.Plan(runners.ModelSpec(device=device, machine_quality=machine_quality))
-    plan.choose(requested, explicit, human_eval.qualities(requested, fc_qualities, quality_specs))
-    plan.learned(weights, baseline_weights)
-    image_list = list_images(folder, limit)
-    if not image_list:
-        raise CliError(f"{show(images)}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    small = human_eval.check_images(image_list, any(c in plan.run for c in runners.SCALABLE))
-    if small:
-        plan.notes.append(
-            f"{small} of {len(image_list)} images are 160 px or less on the short side: "
-            "no MS-SSIM for them"
-        )
-    anchor_keys, externals = plan.anchors(folder, anchor_args, overlay_args)
-    out = Path(out_dir)
+    o = SimpleNamespace(**options)
+    folder = _check_arguments(images, o.machine_quality)
+    plan, image_list = _plan(folder, o)
+    anchor_keys, externals = plan.anchors(folder, o.anchor_args, o.overlay_args)
+    out = Path(o.out_dir)
     names = [f"{codec}.json" for codec in plan.run] + list(human_eval.FIXED_OUTPUTS)
-    _prepare_out(out, folder, names, force)
+    _prepare_out(out, folder, names, o.force)
 
     for message in plan.notes:
         click.echo(f"fcodec: note: {message}", err=True)
     qualities = {codec: plan.qualities[codec] for codec in plan.run}
     tasks = rd.make_tasks(image_list, qualities)
-    records = _run_sweep(tasks, plan.spec, jobs or _cores(), progress)
+    records = _run_sweep(tasks, plan.spec, o.jobs or _cores(), o.progress)
 
     keys = [key for key, _ in image_list]
     files, curve_list, markdown = human_eval.results(
@@ -183,6 +176,26 @@ def human(
         f"wrote {len(names)} files to {show(out)}",
         err=True,
     )
+
+
+def _plan(folder: Path, o: SimpleNamespace) -> tuple[human_eval.Plan, list[tuple[str, Path]]]:
+    """What the sweep codes: the plan of codecs and qualities, and the images."""
+    requested, explicit = human_eval.parse_codecs(o.codecs)
+    plan = human_eval.Plan(runners.ModelSpec(device=o.device, machine_quality=o.machine_quality))
+    plan.choose(
+        requested, explicit, human_eval.qualities(requested, o.fc_qualities, o.quality_specs)
+    )
+    plan.learned(o.weights, o.baseline_weights)
+    image_list = list_images(folder, o.limit)
+    if not image_list:
+        raise CliError(f"{show(folder)}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    small = human_eval.check_images(image_list, any(c in plan.run for c in runners.SCALABLE))
+    if small:
+        plan.notes.append(
+            f"{small} of {len(image_list)} images are 160 px or less on the short side: "
+            "no MS-SSIM for them"
+        )
+    return plan, image_list
 
 
 def _check_arguments(images: str, machine_quality: float | None) -> Path:

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -21,6 +22,7 @@ from fusioncodec.cli.common import (
     CliError,
     check_qualities_early,
     device_option,
+    option_group,
     show,
     weights_option,
 )
@@ -48,142 +50,143 @@ def _write(path: Path, data: bytes | str) -> None:
         raise CliError(f"{show(path)}: cannot write: {error_reason(exc)}") from None
 
 
+input_options = option_group(
+    # The pictures, their annotations and the detectors that score them.
+    click.option(
+        "--images",
+        "images_dir",
+        required=True,
+        metavar="DIR",
+        help="Original images; files are matched to the annotations' file names by stem.",
+    ),
+    click.option(
+        "--annotations",
+        required=True,
+        metavar="FILE",
+        help="COCO instances JSON (e.g. shared/data/coco128/instances.json).",
+    ),
+    click.option(
+        "--detector",
+        "detector_specs",
+        multiple=True,
+        metavar="SPEC",
+        help="yolox, fastestdet, NAME:MODEL.onnx, plugin.py[:MODEL.onnx] or "
+        "module:factory[:MODEL.onnx]; repeatable. Default: yolox and fastestdet "
+        "from $FUSIONCODEC_SHARED/detectors.",
+    ),
+    click.option("--limit", type=int, default=None, metavar="N", help="Only the first N images."),
+)
+
+codec_options = option_group(
+    # The codecs swept, their qualities and weights.
+    click.option(
+        "--codecs",
+        default=None,
+        metavar="LIST",
+        help="Comma list of uncompressed, fusioncodec-machine (machine layer), fusioncodec (both "
+        "layers, human decoder), baseline (single-layer LIC), jpeg, webp, avif, hevc, vvc. "
+        "Default: uncompressed,fusioncodec-machine (uncompressed only with --decoded). "
+        "The uncompressed images are always scored.",
+    ),
+    click.option(
+        "--qualities",
+        default="1,2,3,4,5,6,7,8",
+        show_default=True,
+        metavar="LIST",
+        help="Qualities of fusioncodec-machine, fusioncodec and baseline.",
+    ),
+    click.option(
+        "--classical-qualities",
+        default=None,
+        metavar="LIST",
+        help="Qualities for jpeg/webp/avif/hevc. Default: the sweeps of the shared anchors.",
+    ),
+    weights_option,
+    click.option(
+        "--baseline-weights",
+        default=None,
+        metavar="PATH",
+        help="Single-layer baseline weights (codec 'baseline'). Default: the shipped baseline.",
+    ),
+    device_option,
+)
+
+decoded_options = option_group(
+    # Pictures decoded elsewhere, scored as one more curve.
+    click.option(
+        "--decoded",
+        "decoded_dirs",
+        multiple=True,
+        metavar="DIR",
+        help="Score a folder of images decoded by any codec (matched by stem, the part of the "
+        "name before the first dot); repeat for several rate points of one curve.",
+    ),
+    click.option(
+        "--bpp-json",
+        "bpp_files",
+        multiple=True,
+        metavar="FILE",
+        help="Bits per pixel of a --decoded folder (in the same order): a number, "
+        '{"bpp": x} or {image name: bpp}. Default: DIR/bpp.json if present.',
+    ),
+    click.option(
+        "--label",
+        default="decoded",
+        metavar="NAME",
+        show_default=True,
+        help="Curve name for the --decoded folders.",
+    ),
+)
+
+output_options = option_group(
+    # Where the results go, what they are compared with, and how the sweep runs.
+    click.option(
+        "--out",
+        "out_dir",
+        default="eval-machine",
+        show_default=True,
+        metavar="DIR",
+        help="Output folder.",
+    ),
+    click.option(
+        "--overlay",
+        multiple=True,
+        metavar="JSON|DIR|NAME",
+        help="Extra curves on the plots: anchor JSON files, a folder of <detector>_*.json, "
+        "or a codec name from $FUSIONCODEC_SHARED/anchors/coco128; repeatable.",
+    ),
+    click.option(
+        "--anchor",
+        default="jpeg",
+        show_default=True,
+        metavar="NAME|JSON",
+        help="BD-rate anchor: a codec of this run, an anchor JSON, or a codec name from "
+        "$FUSIONCODEC_SHARED/anchors/coco128.",
+    ),
+    click.option("--force", "-f", is_flag=True, help="Overwrite existing outputs in --out."),
+    click.option(
+        "--jobs",
+        "-j",
+        type=int,
+        default=0,
+        show_default=True,
+        metavar="N",
+        help="CPU threads for the detectors and the codec (0: all cores).",
+    ),
+    click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bars on stderr. Default: when stderr is a terminal.",
+    ),
+)
+
+
 @click.command("machine")
-@click.option(
-    "--images",
-    "images_dir",
-    required=True,
-    metavar="DIR",
-    help="Original images; files are matched to the annotations' file names by stem.",
-)
-@click.option(
-    "--annotations",
-    required=True,
-    metavar="FILE",
-    help="COCO instances JSON (e.g. shared/data/coco128/instances.json).",
-)
-@click.option(
-    "--detector",
-    "detector_specs",
-    multiple=True,
-    metavar="SPEC",
-    help="yolox, fastestdet, NAME:MODEL.onnx, plugin.py[:MODEL.onnx] or "
-    "module:factory[:MODEL.onnx]; repeatable. Default: yolox and fastestdet "
-    "from $FUSIONCODEC_SHARED/detectors.",
-)
-@click.option(
-    "--codecs",
-    default=None,
-    metavar="LIST",
-    help="Comma list of uncompressed, fusioncodec-machine (machine layer), fusioncodec (both "
-    "layers, human decoder), baseline (single-layer LIC), jpeg, webp, avif, hevc, vvc. "
-    "Default: uncompressed,fusioncodec-machine (uncompressed only with --decoded). "
-    "The uncompressed images are always scored.",
-)
-@click.option(
-    "--qualities",
-    default="1,2,3,4,5,6,7,8",
-    show_default=True,
-    metavar="LIST",
-    help="Qualities of fusioncodec-machine, fusioncodec and baseline.",
-)
-@click.option(
-    "--classical-qualities",
-    default=None,
-    metavar="LIST",
-    help="Qualities for jpeg/webp/avif/hevc. Default: the sweeps of the shared anchors.",
-)
-@weights_option
-@click.option(
-    "--baseline-weights",
-    default=None,
-    metavar="PATH",
-    help="Single-layer baseline weights (codec 'baseline'). Default: the shipped baseline.",
-)
-@device_option
-@click.option(
-    "--decoded",
-    "decoded_dirs",
-    multiple=True,
-    metavar="DIR",
-    help="Score a folder of images decoded by any codec (matched by stem, the part of the "
-    "name before the first dot); repeat for several rate points of one curve.",
-)
-@click.option(
-    "--bpp-json",
-    "bpp_files",
-    multiple=True,
-    metavar="FILE",
-    help="Bits per pixel of a --decoded folder (in the same order): a number, "
-    '{"bpp": x} or {image name: bpp}. Default: DIR/bpp.json if present.',
-)
-@click.option(
-    "--label",
-    default="decoded",
-    metavar="NAME",
-    show_default=True,
-    help="Curve name for the --decoded folders.",
-)
-@click.option("--limit", type=int, default=None, metavar="N", help="Only the first N images.")
-@click.option(
-    "--jobs",
-    "-j",
-    type=int,
-    default=0,
-    show_default=True,
-    metavar="N",
-    help="CPU threads for the detectors and the codec (0: all cores).",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    default="eval-machine",
-    show_default=True,
-    metavar="DIR",
-    help="Output folder.",
-)
-@click.option(
-    "--overlay",
-    multiple=True,
-    metavar="JSON|DIR|NAME",
-    help="Extra curves on the plots: anchor JSON files, a folder of <detector>_*.json, "
-    "or a codec name from $FUSIONCODEC_SHARED/anchors/coco128; repeatable.",
-)
-@click.option(
-    "--anchor",
-    default="jpeg",
-    show_default=True,
-    metavar="NAME|JSON",
-    help="BD-rate anchor: a codec of this run, an anchor JSON, or a codec name from "
-    "$FUSIONCODEC_SHARED/anchors/coco128.",
-)
-@click.option("--force", "-f", is_flag=True, help="Overwrite existing outputs in --out.")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bars on stderr. Default: when stderr is a terminal.",
-)
-def machine(
-    images_dir: str,
-    annotations: str,
-    detector_specs: tuple[str, ...],
-    codecs: str | None,
-    qualities: str,
-    classical_qualities: str | None,
-    weights: str | None,
-    baseline_weights: str | None,
-    device: str,
-    decoded_dirs: tuple[str, ...],
-    bpp_files: tuple[str, ...],
-    label: str,
-    limit: int | None,
-    jobs: int,
-    out_dir: str,
-    overlay: tuple[str, ...],
-    anchor: str,
-    force: bool,
-    progress: bool | None,
-) -> None:
+@input_options
+@codec_options
+@decoded_options
+@output_options
+def machine(**options: Any) -> None:
     """Detector COCO mAP against bpp, with machine-task BD-rates.
 
     Each detector (onnxruntime) scores the uncompressed images, every codec's quality
@@ -191,46 +194,33 @@ def machine(
     (the layout of shared/anchors/coco128), results.csv, map-<detector>.png and
     bd-rate.md/.json. See docs/DETECTORS.md for plugging in another detector.
     """
-    run = _check_options(
-        images_dir, annotations, out_dir, codecs, qualities, classical_qualities, label,
-        limit, jobs, decoded_dirs, bpp_files, (anchor, *overlay),
-    )  # fmt: skip
-    run.detectors = _detectors(detector_specs, jobs)
-    _annotated(run, limit)
-    run.decoded = [_decoded_set(run, d, bpp_files[k] if bpp_files else None)
-                   for k, d in enumerate(decoded_dirs)]  # fmt: skip
-    _check_outputs(run, bool(decoded_dirs), force)
-    spec = runners.ModelSpec(weights, baseline_weights, device)
-    run.roundtrips = _roundtrips(run, spec, jobs)
+    o = SimpleNamespace(**options)
+    run = _check_options(o)
+    run.detectors = _detectors(o.detector_specs, o.jobs)
+    _annotated(run, o.limit)
+    run.decoded = [_decoded_set(run, d, o.bpp_files[k] if o.bpp_files else None)
+                   for k, d in enumerate(o.decoded_dirs)]  # fmt: skip
+    _check_outputs(run, bool(o.decoded_dirs), o.force)
+    spec = runners.ModelSpec(o.weights, o.baseline_weights, o.device)
+    run.roundtrips = _roundtrips(run, spec, o.jobs)
     try:
         run.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"{show(run.out)}: cannot create directory: {error_reason(exc)}") from None
 
-    show_bar = progress if progress is not None else sys.stderr.isatty()
+    show_bar = o.progress if o.progress is not None else sys.stderr.isatty()
     sweep = M.Sweep(run.detectors, run.coco, run.sources, show_bar)
     baseline = sweep.run_point("uncompressed", None, M.originals(run.sources), len(run.sources))
     click.echo(M.report_line(baseline, run.names))
     curves = M.measure(run, sweep, click.echo)
-    R.write_results(run, baseline, curves, (anchor, overlay), _write, click.echo)
+    R.write_results(run, baseline, curves, (o.anchor, o.overlay), _write, click.echo)
 
 
-def _check_options(
-    images_dir: str,
-    annotations: str,
-    out_dir: str,
-    codecs: str | None,
-    qualities: str,
-    classical_qualities: str | None,
-    label: str,
-    limit: int | None,
-    jobs: int,
-    decoded_dirs: tuple[str, ...],
-    bpp_files: tuple[str, ...],
-    curve_specs: tuple[str, ...],
-) -> M.Run:
+def _check_options(o: SimpleNamespace) -> M.Run:
     """Every cheap check of the options, before detectors or models load."""
-    images, ann, out = Path(images_dir), Path(annotations), Path(out_dir)
+    images, ann, out = Path(o.images_dir), Path(o.annotations), Path(o.out_dir)
+    limit, jobs, label = o.limit, o.jobs, o.label
+    decoded_dirs, bpp_files = o.decoded_dirs, o.bpp_files
     if not images.is_dir():
         raise CliError(f"{show(images)}: no such directory (--images)")
     if not ann.is_file():
@@ -243,16 +233,16 @@ def _check_options(
         raise CliError(f"{show(out)}: not a directory (--out)")
     if not label or "/" in label or os.sep in label or label.startswith("."):
         raise CliError(f"--label {label!r}: use a plain name (it names output files)")
-    codec_list = M.check_codecs(codecs, bool(decoded_dirs))
+    codec_list = M.check_codecs(o.codecs, bool(decoded_dirs))
     if label in codec_list or label == "uncompressed":
         raise CliError(f"--label {label!r} is also a codec name; choose another")
-    fc_qualities = _parse_list(qualities, "--qualities", float)
+    fc_qualities = _parse_list(o.qualities, "--qualities", float)
     for q in fc_qualities:
         if not (math.isfinite(q) and q >= 1):
             raise CliError(f"--qualities: quality must be a finite number of at least 1, got {q}")
     cl_qualities = (
-        _parse_list(classical_qualities, "--classical-qualities", int)
-        if classical_qualities
+        _parse_list(o.classical_qualities, "--classical-qualities", int)
+        if o.classical_qualities
         else None
     )
     if bpp_files and len(bpp_files) != len(decoded_dirs):
@@ -266,7 +256,7 @@ def _check_options(
     for file in bpp_files:
         if not Path(file).is_file():
             raise CliError(f"{show(file)}: no such file (--bpp-json)")
-    for spec in curve_specs:
+    for spec in (o.anchor, *o.overlay):
         path = Path(spec)
         if path.is_file():
             R.read_anchor(path)

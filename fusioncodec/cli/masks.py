@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from fusioncodec.cli.common import CliError, device_option, progress_option, show
+from fusioncodec.cli.common import CliError, device_option, option_group, progress_option, show
 from fusioncodec.messages import one_line
 from fusioncodec.train.edges import EDGE_WIDTH
 from fusioncodec.train.masks import (
@@ -83,6 +83,52 @@ def _coco128_names() -> set[str]:
         return set()
 
 
+sam_options = option_group(
+    # Segment Anything: its checkpoint and how its masks are kept.
+    click.option(
+        "--sam-checkpoint", metavar="PATH", help="SAM checkpoint .pth (never downloaded)."
+    ),
+    click.option(
+        "--sam-model",
+        type=click.Choice(SAM_MODELS),
+        default="vit_h",
+        show_default=True,
+        help="SAM backbone of the checkpoint; tiny-random: random weights, for tests only.",
+    ),
+    click.option(
+        "--alpha",
+        type=float,
+        default=None,
+        help=f"Keep SAM masks with predicted IoU above this [default: {DEFAULT_ALPHA}].",
+    ),
+    click.option(
+        "--stability",
+        type=float,
+        default=None,
+        help=f"SAM stability-score threshold [default: {DEFAULT_STABILITY}].",
+    ),
+    click.option(
+        "--points-per-side",
+        type=int,
+        default=None,
+        help=f"SAM point-prompt grid per side [default: {DEFAULT_POINTS_PER_SIDE}].",
+    ),
+)
+
+output_options = option_group(
+    # Where the masks go, which images are done, and how the run shows.
+    click.option(
+        "--out", "out_dir", required=True, metavar="DIR", help="Mask folder (PNGs, manifest)."
+    ),
+    click.option("--preview", "preview_dir", metavar="DIR", help="Also write overlays here."),
+    click.option("--preview-count", type=int, default=None, help="Overlays for the first N only."),
+    click.option("--limit", type=int, default=None, help="Only the first N images (sorted order)."),
+    click.option("--overwrite", is_flag=True, help="Redo masks that are already up to date."),
+    device_option,
+    progress_option,
+)
+
+
 @click.command(
     "masks", cls=_OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]}
 )
@@ -98,32 +144,6 @@ def _coco128_names() -> set[str]:
     metavar="TEXT",
     help="Map beside each image <stem><TEXT> (labels: _segments.png, boundaries: _boundaries.png).",
 )
-@click.option("--sam-checkpoint", metavar="PATH", help="SAM checkpoint .pth (never downloaded).")
-@click.option(
-    "--sam-model",
-    type=click.Choice(SAM_MODELS),
-    default="vit_h",
-    show_default=True,
-    help="SAM backbone of the checkpoint; tiny-random: random weights, for tests only.",
-)
-@click.option(
-    "--alpha",
-    type=float,
-    default=None,
-    help=f"Keep SAM masks with predicted IoU above this [default: {DEFAULT_ALPHA}].",
-)
-@click.option(
-    "--stability",
-    type=float,
-    default=None,
-    help=f"SAM stability-score threshold [default: {DEFAULT_STABILITY}].",
-)
-@click.option(
-    "--points-per-side",
-    type=int,
-    default=None,
-    help=f"SAM point-prompt grid per side [default: {DEFAULT_POINTS_PER_SIDE}].",
-)
 @click.option(
     "--width",
     type=int,
@@ -131,15 +151,8 @@ def _coco128_names() -> set[str]:
     show_default=True,
     help="Edge band width in pixels (square dilation of the thin edges).",
 )
-@click.option(
-    "--out", "out_dir", required=True, metavar="DIR", help="Mask folder (PNGs, manifest)."
-)
-@click.option("--preview", "preview_dir", metavar="DIR", help="Also write overlays here.")
-@click.option("--preview-count", type=int, default=None, help="Overlays for the first N only.")
-@click.option("--limit", type=int, default=None, help="Only the first N images (sorted order).")
-@click.option("--overwrite", is_flag=True, help="Redo masks that are already up to date.")
-@device_option
-@progress_option
+@sam_options
+@output_options
 def masks(**options: Any) -> None:
     """Make one edge-mask PNG per training image, and OUT/manifest.jsonl.
 
