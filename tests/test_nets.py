@@ -7,6 +7,9 @@ from conftest import TINY
 
 from fusioncodec.nets import CodecConfig, ScalableCodec
 from fusioncodec.nets.codecs import AdditionalCodec
+from fusioncodec.nets.config import LATENT_CODECS
+from fusioncodec.nets.latent import SliceLatentCodec
+from fusioncodec.nets.latent_codec import registered
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,3 +76,22 @@ def test_cards_from_before_conditioning_build_the_unconditioned_codec() -> None:
     assert CodecConfig.from_dict(TINY.to_dict()).conditioned is True
     names = set(ScalableCodec(config).state_dict())
     assert not any(".condition." in n or ".context." in n for n in names)
+
+
+def test_the_card_names_the_latent_codec_and_the_registry_builds_it() -> None:
+    """Every name a card may give has a class; cards from before the key build "slices"."""
+    assert registered() == LATENT_CODECS
+    old = {k: v for k, v in TINY.to_dict().items() if k != "latent_codec"}
+    assert CodecConfig.from_dict(old).latent_codec == "slices"
+    model = ScalableCodec(TINY)
+    assert all(isinstance(c, SliceLatentCodec) for c in model.latent_codecs())
+    assert len(model.latent_codecs()) == 2
+
+
+def test_training_reaches_the_latent_codec_only_through_its_contract() -> None:
+    """aux_loss is the bottleneck's quantile loss; resample_levels moves the gain levels."""
+    latent = ScalableCodec(TINY).machine.latent
+    assert torch.equal(latent.aux_loss(), latent.entropy_bottleneck.loss())
+    before = latent.gain.log_gain.detach().clone()
+    latent.resample_levels(torch.arange(TINY.levels, dtype=torch.float32).flip(0))
+    assert torch.equal(latent.gain.log_gain, before.flip(0))

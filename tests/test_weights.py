@@ -372,6 +372,7 @@ def test_fcodec_export_converts_an_older_weight_file(tmp_path):
         ({"config": {"m": 3}}, "m must be in 1..2"),
         ({"config": {"machine_lambdas": [1, 2]}}, "machine_lambdas must be 8 increasing"),
         ({"config": {"conditioned": "yes"}}, "conditioned must be true or false"),
+        ({"config": {"latent_codec": "checkerboard"}}, "unknown latent codec 'checkerboard'"),
         ({"name": 5}, "name must be a string"),
         ({"kind": "weird"}, "unknown model kind 'weird'"),
     ],

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from fusioncodec.nets.config import CodecConfig
-from fusioncodec.nets.latent import SLICE_CHANNELS, SliceLatentCodec
-from fusioncodec.nets.latent_codec import LatentCodec
-from fusioncodec.nets.layers import analysis_transform, conv, lambda_log_gains, synthesis_transform
+from fusioncodec.nets.latent import SLICE_CHANNELS  # also registers the "slices" codec
+from fusioncodec.nets.latent_codec import LatentCodec, latent_codec
+from fusioncodec.nets.layers import analysis_transform, conv, synthesis_transform
 
 
 class SingleLayerCodec(nn.Module):
@@ -22,13 +22,7 @@ class SingleLayerCodec(nn.Module):
         m = config.slices * SLICE_CHANNELS
         self.g_a = analysis_transform(3, config.n, m)
         self.g_s = synthesis_transform(m, config.n)
-        self.latent = SliceLatentCodec(
-            config.slices,
-            config.hyper_channels,
-            config.z_channels,
-            config.levels,
-            lambda_log_gains(lambdas),
-        )
+        self.latent = latent_codec(config, config.slices, lambdas)
 
     def forward(self, x: Tensor, q: Tensor) -> dict[str, Tensor | dict[str, Tensor]]:
         y_hat, likelihoods = self.latent(self.g_a(x), q)
@@ -57,14 +51,8 @@ class AdditionalCodec(nn.Module):
             )
             nn.init.zeros_(self.condition[-1].weight)  # starts as the unconditioned encoder
             nn.init.zeros_(self.condition[-1].bias)
-        self.latent = SliceLatentCodec(
-            config.m,
-            config.hyper_channels,
-            config.z_channels,
-            config.levels,
-            lambda_log_gains(config.human_lambdas),
-            context_channels=config.slices * SLICE_CHANNELS if config.conditioned else 0,
-        )
+        context = config.slices * SLICE_CHANNELS if config.conditioned else 0
+        self.latent = latent_codec(config, config.m, config.human_lambdas, context)
 
     def analyze(self, x: Tensor, y_machine: Tensor) -> Tensor:
         """The additional latent before quantisation (``y_machine``: decoded machine latent)."""

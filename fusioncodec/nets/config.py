@@ -12,6 +12,10 @@ def geometric(lo: float, hi: float, n: int) -> list[float]:
 
 STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
 DEFAULT_QUALITY = 4.0  # the quality (of 1..levels) coding uses when none is given
+LATENT_CODECS = ("slices",)
+"""The latent codecs a card may name (``config.latent_codec``): those with an integer coding
+path in :mod:`fusioncodec.exact`, which both runtimes run; ``nets.latent_codec`` maps each
+to its torch class."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,12 @@ class CodecConfig:
     # The human layer's encoder also sees the decoded machine latent, so it codes what the
     # machine layer lacks (a residual) instead of the whole picture again.
     conditioned: bool = True
+    latent_codec: str = "slices"  # the entropy model, a key of LATENT_CODECS
 
     def __post_init__(self) -> None:
+        if self.latent_codec not in LATENT_CODECS:
+            known = ", ".join(LATENT_CODECS)
+            raise ValueError(f"unknown latent codec {self.latent_codec!r} (known: {known})")
         if not 1 <= self.m <= self.slices:
             raise ValueError(f"m must be in 1..{self.slices}, got {self.m}")
         for name in ("machine_lambdas", "human_lambdas"):

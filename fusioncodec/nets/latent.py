@@ -12,6 +12,8 @@ uses, so every table index, mean and decoded latent is identical on every device
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 from fusioncodec._torchvision import ensure_torchvision
 from fusioncodec.exact.latent import SLICE_CHANNELS, LatentModel
 from fusioncodec.exact.tables import tables_problem
+from fusioncodec.nets.config import CodecConfig
 from fusioncodec.nets.entropy import (
     HostFreeBottleneck,
     load_table_buffers,
@@ -26,16 +29,25 @@ from fusioncodec.nets.entropy import (
     update_tables,
 )
 from fusioncodec.nets.exact import exact_conv, exact_deconv, layout, quantize_all
-from fusioncodec.nets.latent_codec import LatentCodec
-from fusioncodec.nets.layers import GainUnit, conv
+from fusioncodec.nets.latent_codec import LatentCodec, register_latent_codec
+from fusioncodec.nets.layers import GainUnit, conv, lambda_log_gains
 
 ensure_torchvision()
 from compressai.entropy_models import GaussianConditional  # noqa: E402
 from compressai.ops import quantize_ste as ste_round  # noqa: E402
 
 
+@register_latent_codec("slices")
 class SliceLatentCodec(LatentCodec):
     """Hyperprior + S-slice channel-conditional entropy model with LRP and gain units."""
+
+    @classmethod
+    def from_config(
+        cls, config: CodecConfig, slices: int, lambdas: Sequence[float], context_channels: int = 0
+    ) -> SliceLatentCodec:
+        gains = lambda_log_gains(list(lambdas))
+        hyper, z, levels = config.hyper_channels, config.z_channels, config.levels
+        return cls(slices, hyper, z, levels, gains, context_channels=context_channels)
 
     def __init__(
         self,
@@ -188,3 +200,10 @@ class SliceLatentCodec(LatentCodec):
 
     def table_problem(self) -> str | None:
         return tables_problem(self.arrays())
+
+    def aux_loss(self) -> Tensor:
+        """The hyper-latent bottleneck's quantile loss (CompressAI's ``aux_loss``)."""
+        return self.entropy_bottleneck.loss()
+
+    def resample_levels(self, positions: Tensor) -> None:
+        self.gain.resample(positions)

@@ -93,16 +93,16 @@ def _reseat_levels(model: nn.Module, stage: str, trained: dict, codec: CodecConf
     """Warm-start new lambda ranges: move each gain unit's levels to the new lambdas."""
     old = CodecConfig.from_dict(trained)
     units = (
-        [(model.latent.gain, old.human_lambdas, codec.human_lambdas)]
+        [(model.latent, old.human_lambdas, codec.human_lambdas)]
         if stage == "baseline"
         else [
-            (model.machine.latent.gain, old.machine_lambdas, codec.machine_lambdas),
-            (model.additional.latent.gain, old.human_lambdas, codec.human_lambdas),
+            (model.machine.latent, old.machine_lambdas, codec.machine_lambdas),
+            (model.additional.latent, old.human_lambdas, codec.human_lambdas),
         ]
     )
-    for unit, before, after in units:
+    for latent, before, after in units:
         if before != after:
-            unit.resample(lambda_positions(before, after))
+            latent.resample_levels(lambda_positions(before, after))
 
 
 class WeightAverage:

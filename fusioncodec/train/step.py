@@ -122,7 +122,7 @@ def _losses(
         bpp, dist = bits_per_pixel(out["likelihoods"], h * w), mse(out["x_hat"].float(), x)
         lam = lambda_at(codec.human_lambdas, q)
         total = rd_loss(bpp, dist, lam, quality_weight(lam, codec.human_lambdas, balance.human))
-        aux = sum(c.entropy_bottleneck.loss() for c in model.latent_codecs())
+        aux = sum(c.aux_loss() for c in model.latent_codecs())
         return {"loss": total, "aux": aux, "bpp": bpp.mean(), "psnr": psnr(dist).mean()}
     if stage == "decoder":
         return _decoder_losses(model, x, mask, codec, balance, draw, decoders)
@@ -150,7 +150,7 @@ def _losses(
         weight = quality_weight(lam, codec.human_lambdas, balance.human)
         total = total + rd_loss(h_bpp, h_dist, lam, weight)
         logs |= {"human_bpp": h_bpp.mean(), "human_psnr": psnr(h_dist).mean()}
-    aux = sum(c.entropy_bottleneck.loss() for c in model.latent_codecs())
+    aux = sum(c.aux_loss() for c in model.latent_codecs())
     return {"loss": total, "aux": aux, **logs}
 
 
