@@ -25,7 +25,7 @@ from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
 from fusioncodec.exact.latent import HyperAnalysis, LatentModel
 from fusioncodec.image import padded, to_rgb_array, upright_srgb
-from fusioncodec.nets.config import DEFAULT_QUALITY, STRIDE, CodecConfig
+from fusioncodec.nets.config import DEFAULT_QUALITY, STRIDE, CodecConfig, checked_quality
 from fusioncodec.payload import decode_payload, encode_payload, layer_binding
 from fusioncodec.sources import (
     FcbSource,
@@ -40,18 +40,6 @@ Y_STRIDE = STRIDE // 4  # pixels per latent (y) position
 # The float transforms run in tiles of 64 x 64 latent positions (1024 px) grown by 4 on each
 # side (their receptive field is under 2): a picture up to 1024 px is one call.
 TRANSFORM_TILE, TRANSFORM_HALO = 64, 4
-
-
-def checked_quality(quality: float, levels: int, what: str = "quality") -> float:
-    """``quality`` checked against ``1..levels`` and rounded to float32 (what a file stores)."""
-    try:
-        value = float(np.float32(quality))
-        ok = 1 <= value <= levels
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise ArgumentError(f"{what} must be between 1 and {levels}, got {quality!r}")
-    return value
 
 
 def latent_grid(width: int, height: int) -> tuple[int, int]:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fusioncodec.container import MAX_NAME_BYTES
-from fusioncodec.errors import ArgumentError, WeightsError
-from fusioncodec.nets.config import CodecConfig
+from fusioncodec.errors import WeightsError
+from fusioncodec.nets.config import CodecConfig, checked_quality
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,8 +69,7 @@ def check_qualities(path: str | os.PathLike | None, kind: str, qualities: Sequen
     found = existing_weights(path, kind)
     levels = read_card(found)["config"].get("levels", CodecConfig.levels)
     for q in qualities:
-        if not 1 <= q <= levels:
-            raise ArgumentError(f"quality must be between 1 and {levels}, got {q}")
+        checked_quality(q, levels)
     return found
 
 

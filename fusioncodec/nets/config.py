@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass, field
+
+from fusioncodec.errors import ArgumentError
 
 
 def geometric(lo: float, hi: float, n: int) -> list[float]:
@@ -12,6 +15,21 @@ def geometric(lo: float, hi: float, n: int) -> list[float]:
 
 STRIDE = 64  # total downsampling of image -> z; inputs are padded to a multiple of it
 DEFAULT_QUALITY = 4.0  # the quality (of 1..levels) coding uses when none is given
+
+
+def checked_quality(quality: float, levels: int, what: str = "quality") -> float:
+    """``quality`` checked against ``1..levels`` and rounded to float32 (what a file stores):
+    the one rule for a quality, at every door (API, command line, Pillow, evaluation)."""
+    try:
+        value = struct.unpack("<f", struct.pack("<f", quality))[0]
+        ok = 1 <= value <= levels
+    except (TypeError, ValueError, OverflowError, struct.error):
+        ok = False
+    if not ok:
+        raise ArgumentError(f"{what} must be between 1 and {levels}, got {quality!r}")
+    return value
+
+
 LATENT_CODECS = ("slices",)
 """The latent codecs a card may name (``config.latent_codec``): those with an integer coding
 path in :mod:`fusioncodec.exact`, which both runtimes run; ``nets.latent_codec`` maps each
