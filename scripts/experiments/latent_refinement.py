@@ -24,30 +24,17 @@ from fusioncodec.codec import Codec, level_position
 from fusioncodec.container import Container, Layer
 from fusioncodec.files import list_images
 from fusioncodec.image import read_rgb, to_tensor
-from fusioncodec.nets.latent import SliceLatentCodec, ste_round
+from fusioncodec.nets.latent_codec import LatentCodec
 from fusioncodec.payload import layer_binding
 from fusioncodec.train.losses import lambda_at
 
 
-def coded_bits(latent: SliceLatentCodec, y: torch.Tensor, q: torch.Tensor, context):  # noqa: ANN001
-    """Estimated bits of y and z with hard (straight-through) rounding, and y's reconstruction."""
-    yg = y * latent.gain.gain(q)
-    z = latent.h_a(yg)
-    eb, gc = latent.entropy_bottleneck, latent.gaussian_conditional
-    medians = eb._get_medians()
-    z_hat = ste_round(z - medians) + medians
-    z_flat = z_hat.permute(1, 0, 2, 3).reshape(z_hat.shape[1], 1, -1)
-    bits = -torch.log2(eb.likelihood_lower_bound(eb._likelihood(z_flat)[0])).sum()
-    hyper = latent._hyper(z_hat, context)
-    decoded: list[torch.Tensor] = []
-    for i, y_slice in enumerate(yg.chunk(latent.slices, 1)):
-        means, scales = latent._params(i, hyper, decoded)
-        rounded = ste_round(y_slice - means) + means
-        likelihood = gc.likelihood_lower_bound(gc._likelihood(rounded, scales, means))
-        bits = bits - torch.log2(likelihood).sum()
-        decoded.append(rounded)
-        decoded[-1] = latent._refine(i, hyper, decoded)
-    return bits, torch.cat(decoded, 1) * latent.gain.inverse(q)
+def coded_bits(latent: LatentCodec, y: torch.Tensor, q: torch.Tensor, context):  # noqa: ANN001
+    """Bits of y and z as the coder codes them (the rate on rounded latents, straight-through
+    gradients: the latent codec's ``rounded_rate`` mode), and y's reconstruction."""
+    latent.rounded_rate = True
+    y_hat, likelihoods = latent(y, q, context)
+    return sum(-torch.log2(lik).sum() for lik in likelihoods.values()), y_hat
 
 
 def measure(codec: Codec, data: bytes, image: Image.Image) -> tuple[float, float]:
