@@ -25,7 +25,13 @@ from fusioncodec.container import LAYER_KINDS, Container, Layer
 from fusioncodec.errors import ArgumentError, FormatError
 from fusioncodec.exact.latent import HyperAnalysis, LatentModel
 from fusioncodec.image import padded, to_rgb_array, upright_srgb
-from fusioncodec.nets.config import DEFAULT_QUALITY, STRIDE, CodecConfig, checked_quality
+from fusioncodec.nets.config import (
+    DEFAULT_QUALITY,
+    STRIDE,
+    CodecConfig,
+    checked_layers,
+    checked_quality,
+)
 from fusioncodec.payload import decode_payload, encode_payload, layer_binding
 from fusioncodec.sources import (
     FcbSource,
@@ -126,12 +132,7 @@ class TwoLayerCodec(ABC):
         a path, bytes or a file rather than a PIL image, the codec frees the decoded picture
         as soon as it has its pixels (100 MP: 0.4 GB less at the peak).
         """
-        if isinstance(layers, str | list):  # anything else but a tuple is refused below
-            layers = (layers,) if isinstance(layers, str) else tuple(layers)
-        if layers not in (("machine",), ("machine", "human")):
-            raise ArgumentError(
-                f"layers must be ('machine',) or ('machine', 'human'), got {layers!r}"
-            )
+        layers = checked_layers(layers)
         human_quality = quality if human_quality is None else human_quality
         # The file stores qualities as float32: use exactly those values on both sides.
         quality = checked_quality(quality, self.levels)

@@ -236,3 +236,15 @@ def test_the_ray_detection_example_scores_what_eval_machine_scores(
     line = example.stdout.strip().splitlines()[-1]
     assert f"mAP {curve['results']['map'][0]:.4f}," in line, (line, curve["results"])
     assert json.loads((tmp_path / "dets.json").read_text())
+
+
+@pytest.mark.parametrize("layers", [None, "human", ["human"], ("machine", "machine"), 5])
+def test_the_dataset_api_refuses_layers_as_the_codec_does(
+    layers: object, pictures: Path, tmp_path: Path
+) -> None:
+    """One rule for the layers (nets.config.checked_layers), refused before any work."""
+    from fusioncodec.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=r"layers must be \('machine',\)"):
+        encode_dataset(pictures, tmp_path / "out", layers=layers)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()

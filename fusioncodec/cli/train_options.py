@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from fusioncodec.cli.common import CliError, option_group, show
+from fusioncodec.nets.config import CodecConfig
 from fusioncodec.train import recipe
 from fusioncodec.train.recipe import SOURCES, Balance
 from fusioncodec.train.schedule import SCHEDULES
@@ -158,29 +159,21 @@ recipe_options = option_group(
 
 model_options = option_group(
     # The architecture and lambda ranges of a new model.
-    click.option(
-        "--n",
-        "n",
-        type=click.IntRange(min=1),
-        default=96,
-        show_default=True,
-        help="Transform channels.",
-    ),
-    click.option(
-        "--slices",
-        type=click.IntRange(min=1),
-        default=5,
-        show_default=True,
-        help="S, machine slices.",
-    ),
-    click.option(
-        "--m",
-        "m",
-        type=click.IntRange(min=1),
-        default=4,
-        show_default=True,
-        help="m, human slices.",
-    ),
+    *(
+        click.option(
+            f"--{name}",
+            name,
+            type=click.IntRange(min=1),
+            default=getattr(CodecConfig, name),
+            show_default=True,
+            help=text,
+        )
+        for name, text in (
+            ("n", "Transform channels."),
+            ("slices", "S, machine slices."),
+            ("m", "m, human slices."),
+        )
+    ),  # fmt: skip
     click.option(
         "--machine-lambdas",
         metavar="LO:HI",
@@ -218,7 +211,6 @@ validation_options = option_group(
 def train_config(stage: str, o: SimpleNamespace) -> Any:
     """The options of ``fcodec train`` checked and gathered into a ``TrainConfig``."""
     from fusioncodec.files import shared_dir
-    from fusioncodec.nets import CodecConfig
     from fusioncodec.train.loop import TrainConfig
 
     if o.crop % 64:

@@ -40,7 +40,7 @@ from fusioncodec.errors import ArgumentError
 from fusioncodec.file_jobs import Files, Job, show
 from fusioncodec.files import sweep_temporaries
 from fusioncodec.messages import error_reason
-from fusioncodec.nets.config import DEFAULT_QUALITY
+from fusioncodec.nets.config import DEFAULT_QUALITY, checked_layers
 
 if TYPE_CHECKING:
     import ray.data
@@ -308,9 +308,7 @@ def encode_dataset(
 ) -> Summary:
     """Encode every picture in ``src`` into ``dst/<stem>.fcb`` on Ray workers (the engine's
     arguments: :class:`Engine`); ``force`` redoes outputs that exist."""
-    layers = tuple(layers)
-    if layers not in (("machine",), ("machine", "human")):
-        raise ArgumentError(f"layers must be ('machine',) or ('machine', 'human'): {layers}")
+    layers = checked_layers(layers)
     human_quality = quality if human_quality is None else human_quality
     checked = [quality, human_quality] if "human" in layers else [quality]
     engine = Engine(address, workers, threads_per_worker, gpus_per_worker, retries)

@@ -30,6 +30,16 @@ def checked_quality(quality: float, levels: int, what: str = "quality") -> float
     return value
 
 
+def checked_layers(layers: object) -> tuple[str, ...]:
+    """The layers to code, ``("machine",)`` or ``("machine", "human")``, from that tuple, a
+    list of the same names, or one name ("machine"); the one rule at every door."""
+    if isinstance(layers, str | list):
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    if layers not in (("machine",), ("machine", "human")):
+        raise ArgumentError(f"layers must be ('machine',) or ('machine', 'human'), got {layers!r}")
+    return layers
+
+
 LATENT_CODECS = ("slices",)
 """The latent codecs a card may name (``config.latent_codec``): those with an integer coding
 path in :mod:`fusioncodec.exact`, which both runtimes run; ``nets.latent_codec`` maps each
