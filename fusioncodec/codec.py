@@ -20,6 +20,8 @@ from fusioncodec.errors import ArgumentError
 from fusioncodec.exact.latent import HyperAnalysis, LatentModel
 from fusioncodec.image import pixel_reader, pixel_writer, to_rgb_array, upright_srgb
 from fusioncodec.nets import ScalableCodec
+from fusioncodec.nets.config import checked_quality
+from fusioncodec.nets.latent_codec import LatentCodec
 from fusioncodec.payload import decode_payload, encode_payload
 from fusioncodec.scalable import (
     DEFAULT_QUALITY,
@@ -27,7 +29,6 @@ from fusioncodec.scalable import (
     TRANSFORM_TILE,
     Y_STRIDE,
     TwoLayerCodec,
-    checked_quality,
     latent_grid,
     z_grid,
 )
@@ -35,7 +36,7 @@ from fusioncodec.sources import check_size
 from fusioncodec.tiling import for_tiles, run_tiled
 from fusioncodec.weights import LoadedModel, WeightsError, load
 
-__all__ = ["DEFAULT_QUALITY", "Codec", "SingleLayerRunner", "checked_quality", "latent_grid"]
+__all__ = ["DEFAULT_QUALITY", "Codec", "SingleLayerRunner", "latent_grid"]
 
 MMAP_THRESHOLD = 4 << 20  # bytes; see return_freed_memory
 
@@ -181,7 +182,7 @@ class Codec(ModelOnDevice, TwoLayerCodec):
     def config(self):  # type: ignore[override]  # noqa: ANN201
         return self.model.config
 
-    def _latent(self, layer: str):  # noqa: ANN202
+    def _latent(self, layer: str) -> LatentCodec:
         return self.model.machine.latent if layer == "machine" else self.model.additional.latent
 
     @torch.no_grad()
@@ -191,22 +192,13 @@ class Codec(ModelOnDevice, TwoLayerCodec):
         return analyze(self.model.additional.analyze, pixels, self.device, y_machine)
 
     def hyper_analysis(self, layer: str) -> HyperAnalysis:
-        h_a = self._latent(layer).h_a
-
-        @torch.no_grad()
-        def run(scaled: np.ndarray) -> np.ndarray:
-            return h_a(torch.from_numpy(scaled).to(self.device)).cpu().numpy()
-
-        return run
+        return host_hyper_analysis(self._latent(layer), self.device)
 
     def coder(self, layer: str) -> LatentModel:
         return self._latent(layer).coder()
 
-    @torch.no_grad()
     def gain(self, layer: str, position: float) -> np.ndarray:
-        """The gain unit's own gain (torch's float32 ``exp``), as files were always coded."""
-        q = torch.tensor([position], dtype=torch.float32, device=self.device)
-        return self._latent(layer).gain.gain(q).cpu().numpy().ravel()
+        return host_gain(self._latent(layer), position, self.device)
 
     @torch.no_grad()
     def synthesis(
@@ -215,6 +207,24 @@ class Codec(ModelOnDevice, TwoLayerCodec):
         if y_add is None:
             return synthesize(self.model.machine.g_s, [y_machine], width, height, self.device)
         return synthesize(self.model.human, [y_machine, y_add], width, height, self.device)
+
+
+def host_hyper_analysis(latent: LatentCodec, device: torch.device) -> HyperAnalysis:
+    """A latent codec's hyper-analysis on ``device``, numpy in and out."""
+
+    @torch.no_grad()
+    def run(scaled: np.ndarray) -> np.ndarray:
+        return latent.hyper_analysis(torch.from_numpy(scaled).to(device)).cpu().numpy()
+
+    return run
+
+
+@torch.no_grad()
+def host_gain(latent: LatentCodec, position: float, device: torch.device) -> np.ndarray:
+    """A latent codec's encoder gain at a level position (torch's float32 ``exp``, as files
+    were always coded), per channel."""
+    q = torch.tensor([position], dtype=torch.float32, device=device)
+    return latent.encoder_gain(q).cpu().numpy().ravel()
 
 
 class SingleLayerRunner(ModelOnDevice):
@@ -232,18 +242,12 @@ class SingleLayerRunner(ModelOnDevice):
         check_size(*image.size)
         pixels = to_rgb_array(upright_srgb(image))
         latent = self.model.latent
-        q = torch.tensor([position], dtype=torch.float32, device=self.device)
-
-        @torch.no_grad()
-        def hyper_analysis(scaled: np.ndarray) -> np.ndarray:
-            return latent.h_a(torch.from_numpy(scaled).to(self.device)).cpu().numpy()
-
         payload, _ = encode_payload(
             latent.coder(),
             analyze(self.model.g_a, pixels, self.device),
             position,
-            hyper_analysis,
-            gain=latent.gain.gain(q).cpu().numpy().ravel(),
+            host_hyper_analysis(latent, self.device),
+            gain=host_gain(latent, position, self.device),
         )
         return payload
 

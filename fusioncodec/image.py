@@ -51,8 +51,9 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
 
 def read_rgb(path: str | os.PathLike) -> Image.Image:
     """The picture at ``path`` in RGB, read whole with its file closed: how training,
-    validation and evaluation read their sets (no EXIF rotation, no colour management, alpha
-    dropped). Pillow's exceptions pass through; callers name their own error."""
+    validation, the detectors and the scripts read their pictures (no EXIF rotation, no
+    colour management, alpha dropped; the RD sweep's reference is ``eval.rd``'s
+    ``reference_pixels``). Pillow's exceptions pass through; callers name their own error."""
     with Image.open(path) as image:
         return image.convert("RGB")
 

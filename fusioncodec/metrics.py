@@ -116,7 +116,8 @@ def bd_rate(
     curve has fewer than four points or the curves share no quality range.
     """
     la, pa, lt, pt = _curves(rate_anchor, psnr_anchor, rate_test, psnr_test)
-    return (math.exp(_average_gap(pa, la, pt, lt)) - 1) * 100
+    gap = _average_gap(pa, la, pt, lt)
+    return (math.exp(gap) - 1) * 100 if gap < 700 else math.inf  # exp overflows past ~709
 
 
 def bd_psnr(

@@ -170,7 +170,7 @@ def test_synthetic_image_is_seeded() -> None:
         (["--image", "{tmp}/not-an-image.png"], "not an image Pillow can read"),
         (["--image", "{tmp}/not-an-image.png", "--size", "8x8"], "--image or --size, not both"),
         (["--size", "8x8", "--quality", "9"], "quality must be between 1 and 8"),
-        (["--size", "8x8", "--quality", "nan"], "quality must be a finite number"),
+        (["--size", "8x8", "--quality", "nan"], "quality must be between 1 and 8, got nan"),
         (["--size", "8x8", "--weights", "{tmp}/none.safetensors"], "weights not found"),
         (["--size", "8x8", "--compressai-weights", "{tmp}/none.pth"], "compressai weights not"),
         (["--size", "8x8", "--compressai-weights", "{tmp}/bad.pth"], "does not fit Mean"),

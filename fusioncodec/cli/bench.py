@@ -17,6 +17,11 @@ from fusioncodec.files import write_atomic
 from fusioncodec.nets.config import DEFAULT_QUALITY
 
 
+def _optional_path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """A path option; empty or absent: None (the default)."""
+    return Path(value) if value else None
+
+
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
     if value is None:
         return None
@@ -31,7 +36,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 picture_options = option_group(
     click.option(
         "--image",
-        type=click.Path(path_type=Path),
+        callback=_optional_path,
         metavar="PATH",
         help="Image to code. Default: $FUSIONCODEC_SHARED/data/kodak/kodim01.png "
         "(shared: ../shared beside the repository).",
@@ -96,7 +101,7 @@ compressai_options = option_group(
     ),
     click.option(
         "--compressai-weights",
-        type=click.Path(path_type=Path),
+        callback=_optional_path,
         metavar="PATH",
         help="mbt2018-mean state dict (.pth/.pth.tar/.safetensors). Default: random init "
         "(fair transform speed, not entropy-coding speed or size).",
@@ -150,7 +155,7 @@ training_speed_options = option_group(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not a table.")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    callback=_optional_path,
     metavar="FILE",
     help="Also write the report as JSON to FILE.",
 )

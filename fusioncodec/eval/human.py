@@ -299,10 +299,15 @@ class Plan:
 
 
 def _check_levels(card: dict[str, Any], checks: list[tuple[str, float]]) -> None:
+    from fusioncodec.errors import ArgumentError
+    from fusioncodec.nets.config import checked_quality
+
     levels = _levels(card)
     for what, q in checks:
-        if q > levels:
-            raise EvalError(f"{what} quality must be between 1 and {levels}, got {q:g}")
+        try:
+            checked_quality(q, levels, f"{what} quality")
+        except ArgumentError as exc:
+            raise EvalError(str(exc)) from None
 
 
 def results(

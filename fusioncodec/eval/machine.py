@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from fusioncodec.eval import EvalError, runners
 from fusioncodec.messages import error_reason
 from fusioncodec.messages import shown_path as show
+from fusioncodec.metrics import bpp
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -300,7 +301,7 @@ class Sweep:
         for source, decoded, n_bytes, original in bar:
             ids.append(source.image_id)
             if n_bytes is not None and original is not None:
-                bpps.append(8.0 * n_bytes / (original.width * original.height))
+                bpps.append(bpp(n_bytes, original.width * original.height))
             value = psnr(original, decoded) if original is not None else None
             if value is not None:
                 psnrs.append(value)
@@ -343,11 +344,11 @@ def report_line(point: Point, detectors: Sequence[str]) -> str:
         quality = f" q={point.quality:g}"
     else:
         quality = f" {point.quality}"
-    bpp = "   n/a" if point.bpp is None else f"{point.bpp:6.3f}"
+    rate = "   n/a" if point.bpp is None else f"{point.bpp:6.3f}"
     scores = "  ".join(
         f"{d} {point.scores[d].map:.4f}/{point.scores[d].map50:.4f}" for d in detectors
     )
-    return f"{point.codec}{quality}: {bpp} bpp, {point.n_images} images, mAP/mAP50 {scores}"
+    return f"{point.codec}{quality}: {rate} bpp, {point.n_images} images, mAP/mAP50 {scores}"
 
 
 def classical_qualities(name: str, given: Sequence[int] | None) -> Sequence[int]:

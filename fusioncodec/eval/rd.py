@@ -102,18 +102,16 @@ def _measure(key: str, codec: str, quality: float, ref: np.ndarray, coded: Coded
     }
 
 
-def read_rgb(path: str) -> np.ndarray:
-    """HxWx3 uint8 RGB of an image file, converted as the codec does (alpha over white,
-    grey replicated: :func:`fusioncodec.image.to_rgb_array`, imported only for non-RGB
-    files since it pulls in torch and the networks)."""
+def reference_pixels(path: str) -> np.ndarray:
+    """The reference a coded picture is measured against: HxWx3 uint8 RGB of an image file
+    as the codec converts its modes (alpha over white, grey replicated:
+    :func:`fusioncodec.image.to_rgb_array`)."""
     from PIL import Image
+
+    from fusioncodec.image import to_rgb_array
 
     with Image.open(path) as im:
         im.load()
-        if im.mode == "RGB" and "transparency" not in im.info:
-            return np.array(im)
-        from fusioncodec.image import to_rgb_array
-
         return np.ascontiguousarray(to_rgb_array(im))
 
 
@@ -123,7 +121,7 @@ def run_task(task: Task, spec: ModelSpec) -> list[dict[str, Any]]:
 
     name = Path(task.path).name
     try:
-        ref = read_rgb(task.path)
+        ref = reference_pixels(task.path)
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types
         raise SweepError(f"{name}: cannot read image ({_one_line(exc)})") from None
     image = Image.fromarray(ref, "RGB")

@@ -1,4 +1,6 @@
-"""Architecture hyper-parameters, stored in every model card so weights rebuild their nets."""
+"""Architecture hyper-parameters, stored in every model card so weights rebuild their nets,
+and the rules for a coding call's quality and layers (no torch, no numpy: the command line
+checks them before anything loads)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def checked_quality(quality: float, levels: int, what: str = "quality") -> float
     """``quality`` checked against ``1..levels`` and rounded to float32 (what a file stores):
     the one rule for a quality, at every door (API, command line, Pillow, evaluation)."""
     try:
-        value = struct.unpack("<f", struct.pack("<f", quality))[0]
+        value = struct.unpack("<f", struct.pack("<f", float(quality)))[0]
         ok = 1 <= value <= levels
     except (TypeError, ValueError, OverflowError, struct.error):
         ok = False

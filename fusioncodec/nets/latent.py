@@ -201,6 +201,12 @@ class SliceLatentCodec(LatentCodec):
     def table_problem(self) -> str | None:
         return tables_problem(self.arrays())
 
+    def hyper_analysis(self, scaled: Tensor) -> Tensor:
+        return self.h_a(scaled)
+
+    def encoder_gain(self, q: Tensor) -> Tensor:
+        return self.gain.gain(q)
+
     def aux_loss(self) -> Tensor:
         """The hyper-latent bottleneck's quantile loss (CompressAI's ``aux_loss``)."""
         return self.entropy_bottleneck.loss()

@@ -25,6 +25,9 @@ class LatentCodec(nn.Module, ABC):
       exact) made from the current weights, which both runtimes call: the range-coded stream
       and the decoder's exact latent, the same on every device;
     * ``update()`` after training, ``table_problem()`` before coding with loaded tables;
+    * ``hyper_analysis(scaled)`` and ``encoder_gain(q)``: what the encoder runs in float
+      around the coder (the hyper-analysis of the gain-scaled latent; the gain per channel
+      at level position ``q``);
     * ``aux_loss()``: what training adds to fit the entropy model's own parameters (the
       hyper-latent's quantiles), ``resample_levels(positions)``: the quality levels moved to
       new positions (a run that starts from weights trained for other lambdas);
@@ -56,6 +59,12 @@ class LatentCodec(nn.Module, ABC):
 
     @abstractmethod
     def table_problem(self) -> str | None: ...
+
+    @abstractmethod
+    def hyper_analysis(self, scaled: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def encoder_gain(self, q: Tensor) -> Tensor: ...
 
     @abstractmethod
     def aux_loss(self) -> Tensor: ...

@@ -16,6 +16,7 @@ from fusioncodec.eval.bench.options import (
 )
 from fusioncodec.eval.bench.probes import finite, peak_memory, speed, timed
 from fusioncodec.messages import error_reason
+from fusioncodec.metrics import bpp
 
 if TYPE_CHECKING:
     import torch
@@ -34,8 +35,9 @@ def estimated_bits(codec: Codec, image: Image.Image, quality: float) -> dict[str
     """Bits the entropy models predict (eval mode: likelihoods of the rounded symbols)."""
     import torch
 
-    from fusioncodec.codec import checked_quality, level_position
+    from fusioncodec.codec import level_position
     from fusioncodec.image import to_tensor
+    from fusioncodec.nets.config import checked_quality
 
     q = level_position(checked_quality(quality, codec.levels), codec.device)
     with torch.no_grad():  # the two-layer forward pass of training, here in eval mode
@@ -63,7 +65,7 @@ def rate_report(codec: Codec, image: Image.Image, data: bytes, quality: float) -
         }
     out["header_bytes"] = container.header_size
     out["file_bytes"] = len(data)
-    out["bpp"] = finite(8 * len(data) / pixels)
+    out["bpp"] = finite(bpp(len(data), pixels))
     return out
 
 
@@ -173,7 +175,7 @@ def bench_compressai(
     n_bytes = sum(len(s) for group in strings for s in group)
     out.update(timings)
     out["coded_bytes"] = n_bytes
-    out["bpp"] = finite(8 * n_bytes / pixels)
+    out["bpp"] = finite(bpp(n_bytes, pixels))
     if state is None:
         out["note"] = COMPRESSAI_NOTE
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import tempfile
@@ -10,6 +9,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from fusioncodec.errors import ArgumentError
 from fusioncodec.eval.bench.cold import bench_cold_cli
 from fusioncodec.eval.bench.compare import compressai_net, load_compressai_state
 from fusioncodec.eval.bench.device import bench_device
@@ -24,6 +24,7 @@ from fusioncodec.eval.bench.options import (
 )
 from fusioncodec.eval.bench.probes import memory_method
 from fusioncodec.messages import error_reason
+from fusioncodec.nets.config import checked_quality
 
 
 def _devices(choice: str) -> list[str]:
@@ -51,8 +52,6 @@ def _cpu_model() -> str:
 def _check_options(opts: BenchOptions) -> None:
     if opts.image is not None and opts.size is not None:
         raise BenchError("give --image or --size, not both")
-    if not (math.isfinite(opts.quality) and opts.quality >= 1):
-        raise BenchError(f"quality must be a finite number of at least 1, got {opts.quality}")
     for name in ("repeat", "cold_repeat", "train_steps", "train_batch", "train_crop"):
         if getattr(opts, name) < 1:
             raise BenchError(f"--{name.replace('_', '-')} must be at least 1")
@@ -74,9 +73,10 @@ def _load_checked(weights: Path, quality: float) -> Any:
         raise BenchError(f"cannot load {weights}: {error_reason(exc)}") from None
     if loaded.kind != "scalable":
         raise BenchError(f"{weights} is a {loaded.kind} model, not a scalable codec")
-    levels = loaded.config.levels
-    if not 1 <= quality <= levels:
-        raise BenchError(f"quality must be between 1 and {levels}, got {quality:g}")
+    try:
+        checked_quality(quality, loaded.config.levels)
+    except ArgumentError as exc:
+        raise BenchError(str(exc)) from None
     return loaded
 
 
