@@ -35,7 +35,7 @@ from PIL import Image, ImageFile
 
 from fusioncodec.container import LAYER_KINDS, MAGIC, MAX_HEADER_SIZE, peek_header
 from fusioncodec.errors import ArgumentError
-from fusioncodec.nets.config import DEFAULT_QUALITY
+from fusioncodec.nets.config import DEFAULT_QUALITY, checked_layer
 from fusioncodec.sources import default_layer
 
 FORMAT = "FCB"
@@ -71,8 +71,7 @@ class FcbImageFile(ImageFile.ImageFile):
         """Decode ``layer`` ('machine' or 'human') instead of the default; before loading."""
         if not self.tile:  # Pillow empties the tile list once the pixels are loaded
             raise ArgumentError("select_layer() must come before the pixels are loaded")
-        if layer not in LAYER_KINDS:
-            raise ArgumentError(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
+        checked_layer(layer)
         if layer not in self.info["fcb_layers"]:
             raise ArgumentError(f"this file has no {layer} layer")
         self.layer = layer

@@ -29,6 +29,7 @@ from fusioncodec.nets.config import (
     DEFAULT_QUALITY,
     STRIDE,
     CodecConfig,
+    checked_layer,
     checked_layers,
     checked_quality,
 )
@@ -193,16 +194,13 @@ class TwoLayerCodec(ABC):
             raise FormatError(f"file has m={container.m}, model has m={self.config.m}")
         return container
 
-    def decode_latents(
+    def _decoded_latents(
         self, container: Container, layer: str
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The decoded machine latent and, for the human layer, the additional one.
-
-        Everything the file says is checked before any decoding work: size, layers and
-        each needed layer's quality.
+        """The decoded machine latent and, for the human ``layer`` (checked at the public
+        door), the additional one. Everything the file says is checked before any decoding
+        work: size, layers and each needed layer's quality.
         """
-        if layer not in LAYER_KINDS:
-            raise ArgumentError(f"layer must be one of {LAYER_KINDS}, got {layer!r}")
         try:
             check_size(container.width, container.height)
         except ArgumentError as exc:
@@ -241,7 +239,7 @@ class TwoLayerCodec(ABC):
         """The decoded latent that feeds a layer's synthesis: the machine latent, or for the
         human layer the machine latent with the additional one added into its first m
         slices (what the human decoder's slice fusion computes)."""
-        y_machine, y_add = self.decode_latents(container, layer)
+        y_machine, y_add = self._decoded_latents(container, checked_layer(layer))
         if y_add is not None:
             y_machine[:, : y_add.shape[1]] += y_add
         return y_machine
@@ -255,12 +253,11 @@ class TwoLayerCodec(ABC):
         other weights) or one without the layer asked for, :class:`ArgumentError` for a bad
         ``layer``.
         """
-        if layer is not None and layer not in LAYER_KINDS:
-            raise ArgumentError(f"layer must be one of {LAYER_KINDS} or None, got {layer!r}")
+        checked_layer(layer, also=(None,))
         data = read_fcb(data)
         container = self.check(data) if isinstance(data, Container) else self.parse(data)
         layer = layer or default_layer(container.kinds)
-        y_machine, y_add = self.decode_latents(container, layer)
+        y_machine, y_add = self._decoded_latents(container, layer)
         return self.synthesis(y_machine, y_add, container.width, container.height)
 
 

@@ -248,3 +248,14 @@ def test_the_dataset_api_refuses_layers_as_the_codec_does(
     with pytest.raises(ArgumentError, match=r"layers must be \('machine',\)"):
         encode_dataset(pictures, tmp_path / "out", layers=layers)  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("layer", ["people", None, ["human"]])
+def test_the_dataset_api_refuses_a_layer_as_the_codec_does(
+    layer: object, pictures: Path, tmp_path: Path
+) -> None:
+    from fusioncodec.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="layer must be one of 'machine', 'human', 'auto'"):
+        decode_dataset(pictures, tmp_path / "out", layer=layer)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()

@@ -40,7 +40,7 @@ from fusioncodec.errors import ArgumentError
 from fusioncodec.file_jobs import Files, Job, show
 from fusioncodec.files import sweep_temporaries
 from fusioncodec.messages import error_reason
-from fusioncodec.nets.config import DEFAULT_QUALITY, checked_layers
+from fusioncodec.nets.config import DEFAULT_QUALITY, checked_layer, checked_layers
 
 if TYPE_CHECKING:
     import ray.data
@@ -333,8 +333,7 @@ def decode_dataset(
 ) -> Summary:
     """Decode ``layer`` of every ``.fcb`` file in ``src`` into ``dst/<stem>.<layer>.png``
     on Ray workers (``auto``: each file's best layer)."""
-    if layer not in ("auto", "machine", "human"):
-        raise ArgumentError(f"layer must be 'auto', 'machine' or 'human': {layer!r}")
+    checked_layer(layer, also=("auto",))
     engine = Engine(address, workers, threads_per_worker, gpus_per_worker, retries)
     task = task_for("decode", src, dst, weights, [], device, engine, force, {"layer": layer})
     return _summary(run_dataset_jobs(dataset_jobs(src, dst, "decode", layer), task, engine))

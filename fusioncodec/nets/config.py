@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 from dataclasses import asdict, dataclass, field
 
+from fusioncodec.container import LAYER_KINDS
 from fusioncodec.errors import ArgumentError
 
 
@@ -40,6 +41,15 @@ def checked_layers(layers: object) -> tuple[str, ...]:
     if layers not in (("machine",), ("machine", "human")):
         raise ArgumentError(f"layers must be ('machine',) or ('machine', 'human'), got {layers!r}")
     return layers
+
+
+def checked_layer(layer: object, also: tuple[str | None, ...] = ()) -> str | None:
+    """A layer to decode, "machine" or "human", or one of ``also`` where a door takes more
+    (None or "auto": the best layer each file holds)."""
+    allowed = (*LAYER_KINDS, *also)
+    if not (layer is None or isinstance(layer, str)) or layer not in allowed:
+        raise ArgumentError(f"layer must be one of {', '.join(map(repr, allowed))}, got {layer!r}")
+    return layer
 
 
 LATENT_CODECS = ("slices",)
