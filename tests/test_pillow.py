@@ -76,3 +76,13 @@ def test_a_damaged_fcb_is_a_format_error(weights, picture, tmp_path):
     data[-1] ^= 0xFF
     with pytest.raises(FormatError):
         Image.open(io.BytesIO(bytes(data))).load()
+
+
+def test_pillows_pixel_limit_guards_fcb_files_too(weights, picture, tmp_path, monkeypatch):
+    """README: a service caps what it decodes with Image.MAX_IMAGE_PIXELS (checked from the
+    header, before any decoding)."""
+    path = tmp_path / "x.fcb"
+    picture.save(path, quality=3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 53 * 37 // 2 - 1)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
