@@ -34,6 +34,7 @@ from fusioncodec.scalable import (
 )
 from fusioncodec.sources import check_size
 from fusioncodec.tiling import for_tiles, run_tiled
+from fusioncodec.weight_file import reads_of
 from fusioncodec.weights import LoadedModel, WeightsError, load
 
 __all__ = ["DEFAULT_QUALITY", "Codec", "SingleLayerRunner", "latent_grid"]
@@ -177,6 +178,10 @@ class Codec(ModelOnDevice, TwoLayerCodec):
     @property
     def identity(self) -> bytes:  # type: ignore[override]
         return self.loaded.identity
+
+    @property
+    def reads(self) -> frozenset[bytes]:  # type: ignore[override]
+        return reads_of(self.loaded.card)
 
     @property
     def config(self):  # type: ignore[override]  # noqa: ANN201

@@ -243,9 +243,15 @@ class Container:
             return self
         return replace(self, layers=(self.layer("machine"),))
 
-    def check_model(self, model_hash: bytes, model_name: str | None = None) -> None:
-        """Raise :class:`FormatError` unless this file was encoded with the given weights."""
-        if bytes(model_hash) != self.model_hash:
+    def check_model(
+        self,
+        model_hash: bytes,
+        model_name: str | None = None,
+        reads: frozenset[bytes] = frozenset(),
+    ) -> None:
+        """Raise :class:`FormatError` unless this file was encoded with the given weights, or
+        with weights whose files they read (``reads``: a decoder-only update's forebears)."""
+        if bytes(model_hash) != self.model_hash and self.model_hash not in reads:
             loaded = f"{model_name!r} " if model_name is not None else ""
             raise FormatError(
                 f"this file was encoded with model {self.model_name!r} "

@@ -69,6 +69,7 @@ class TwoLayerCodec(ABC):
 
     name: str  # the weights' name, written into every file
     identity: bytes  # the 16-byte identity of the weights, written into every file
+    reads: frozenset[bytes]  # identities of earlier weights whose files these decode too
     config: CodecConfig
     levels: int  # qualities are 1..levels
     backend: str = ""  # "torch" or "onnx"
@@ -189,7 +190,7 @@ class TwoLayerCodec(ABC):
 
     def check(self, container: Container) -> Container:
         """Refuse a container made with other weights (identity hash or m differ)."""
-        container.check_model(self.identity, self.name)
+        container.check_model(self.identity, self.name, self.reads)
         if container.m != self.config.m:
             raise FormatError(f"file has m={container.m}, model has m={self.config.m}")
         return container

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fusioncodec.container import MAX_NAME_BYTES
+from fusioncodec.container import HASH_SIZE, MAX_NAME_BYTES
 from fusioncodec.errors import WeightsError
 from fusioncodec.nets.config import CodecConfig, checked_quality
 
@@ -110,6 +110,8 @@ def read_card(path: Path) -> dict:
     return card
 
 
+MAX_READS = 64  # forebears a card may name
+
 # Sane ranges of the architecture fields a card may hold: the shipped model is well inside
 # them, and anything outside would build a network of gigabytes before any other check.
 _CONFIG_RANGES = {
@@ -165,11 +167,28 @@ def card_problem(card: dict) -> str | None:
             return f"config.{key} must be {levels} increasing positive numbers"
     if not isinstance(config.get("conditioned", False), bool):
         return "config.conditioned must be true or false"
+    reads = card.get("reads", [])
+    if (
+        not isinstance(reads, list)
+        or len(reads) > MAX_READS
+        or not all(isinstance(r, str) and len(r) == 2 * HASH_SIZE and _is_hex(r) for r in reads)
+    ):
+        return f"reads must be a list of at most {MAX_READS} identities (32 hex digits)"
     try:
         CodecConfig.from_dict(config)
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def reads_of(card: dict) -> frozenset[bytes]:
+    """The identities of the weights whose files these weights decode as those did: a
+    decoder-only update (``fcodec train decoder``) reads its forebears' files."""
+    return frozenset(bytes.fromhex(r) for r in card.get("reads", []))
 
 
 def identity_of(source: Path | bytes) -> bytes:

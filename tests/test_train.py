@@ -14,6 +14,7 @@ from PIL import Image
 from fusioncodec.cli import cli
 from fusioncodec.train.edges import EDGE_WIDTH, edge_band, label_boundaries, mask_boundaries
 from fusioncodec.train.losses import edge_mse, lambda_at
+from fusioncodec.weight_file import read_card
 from fusioncodec.weights import LIKELIHOOD_BOUND
 
 ENV = {"GLIBC_TUNABLES": "set"}  # set: `fcodec train` must not re-exec itself in-process
@@ -281,6 +282,8 @@ def test_stage_two_from_exported_weights_resumes_and_exports(tmp_path: Path) -> 
     export = ["export", str(human / "checkpoint.pt"), "--kind", "scalable", "--name", "stage2"]
     result = runner.invoke(cli, [*export, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    # a stage that trains coding tensors codes other files: it reads no forebear's
+    assert "reads" not in read_card(tmp_path / "stage2.safetensors")
 
 
 def test_lambda_positions_interpolate_and_extrapolate_in_log_lambda() -> None:

@@ -15,10 +15,12 @@ from test_train import ENV, _fake_train_root
 import fusioncodec
 from fusioncodec.cli import cli
 from fusioncodec.container import Container
+from fusioncodec.errors import FormatError
 from fusioncodec.nets import ScalableCodec
 from fusioncodec.train import precision
 from fusioncodec.train.checkpoint import load_checkpoint
 from fusioncodec.train.step import make_optimizer, optimise, step_losses, train_mode, trainable
+from fusioncodec.weight_file import identity_of, read_card
 from fusioncodec.weights import load
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -132,6 +134,15 @@ def test_decoder_stage_trains_only_decoders_and_keeps_the_bitstream(
     files = [Container.from_bytes(fusioncodec.load(w).encode(picture)) for w in weights]
     for kind in ("machine", "human"):
         assert files[0].layer(kind).payload == files[1].layer(kind).payload
+    # The same coding: the new weights name the old ones and decode their files as their own.
+    assert read_card(weights[1])["reads"] == [identity_of(weights[0]).hex()]
+    for backend in ("torch", "onnx"):
+        new = fusioncodec.load(weights[1], backend=backend)
+        for layer in ("machine", "human"):
+            theirs, ours = (new.decode(f, layer) for f in files)
+            assert np.array_equal(np.asarray(theirs), np.asarray(ours))
+    with pytest.raises(FormatError, match="decode it with the matching model"):
+        fusioncodec.load(weights[0]).decode(files[1])  # not the other way round
 
 
 def test_decoder_stage_keeps_frozen_codecs_in_evaluation_mode() -> None:

@@ -373,6 +373,8 @@ def test_fcodec_export_converts_an_older_weight_file(tmp_path):
         ({"config": {"machine_lambdas": [1, 2]}}, "machine_lambdas must be 8 increasing"),
         ({"config": {"conditioned": "yes"}}, "conditioned must be true or false"),
         ({"config": {"latent_codec": "checkerboard"}}, "unknown latent codec 'checkerboard'"),
+        ({"reads": ["zz"]}, "reads must be a list of at most 64 identities"),
+        ({"reads": "00" * 16}, "reads must be a list"),
         ({"name": 5}, "name must be a string"),
         ({"kind": "weird"}, "unknown model kind 'weird'"),
     ],

@@ -62,6 +62,10 @@ def export_command(
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
         raise CliError(f"cannot export {show(checkpoint)}: {error_reason(exc)}") from None
     click.echo(f"wrote {path} (identity {identity.hex()})", err=True)
+    from fusioncodec.weight_file import read_card
+
+    if reads := read_card(path).get("reads"):
+        click.echo(f"it also decodes the files of {', '.join(reads)} (same coding)", err=True)
     from fusioncodec.runtime.graphs import graphs_folder
 
     if not graphs_folder(path).is_dir():

@@ -26,6 +26,7 @@ from fusioncodec.scalable import (
     latent_grid,
 )
 from fusioncodec.tiling import for_tiles, run_tiled
+from fusioncodec.weight_file import reads_of
 
 __all__ = ["OnnxCodec"]
 
@@ -46,6 +47,7 @@ class OnnxCodec(TwoLayerCodec):
         self.weights = weights
         self.name = weights.name
         self.identity = weights.identity
+        self.reads = reads_of(weights.card)
         self.config = weights.config
         self.levels = weights.config.levels
 

@@ -6,9 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from fusioncodec.nets import CodecConfig, count_parameters
 from fusioncodec.train.checkpoint import load_checkpoint
+from fusioncodec.weight_file import MAX_READS, identity_of, read_card
 from fusioncodec.weights import build, export, load, load_state
+
+# What the decoder stage may change: the tensors under these names. Weights that differ from
+# their forebear only there code the same files and decode the forebear's files as well.
+DECODER_TENSORS = ("human.", "machine.g_s.")
 
 TRAINING_DATA = (
     "../shared/data/train: BSDS500 (boundary maps as edge targets), COCO coco_tiny/coco_mini "
@@ -45,6 +52,8 @@ def export_checkpoint(
     """
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
+    init = Path(cfg["init"]) if cfg["stage"] == "decoder" and cfg.get("init") else None
+    forebear = _forebear(init) if init is not None and init.is_file() else None  # before writing
     config = CodecConfig.from_dict(cfg["codec"])
     model = build(kind, config)
     averaged = state.get("ema") is not None
@@ -73,7 +82,29 @@ def export_checkpoint(
         "results": results or {},
     }
     path = out_dir / f"{name}.safetensors"
-    return path, export(model, card, path)
+    identity = export(model, card, path)
+    if forebear is not None and _coding_tensors(path) == forebear[1]:
+        card["reads"] = forebear[0]
+        identity = export(model, card, path)
+    return path, identity
+
+
+def _coding_tensors(path: Path) -> dict[str, bytes]:
+    """Every tensor of a weight file outside the decoders, as dtype, shape and bytes."""
+    from safetensors.numpy import load_file
+
+    return {
+        k: f"{v.dtype}{v.shape}".encode() + np.ascontiguousarray(v).tobytes()
+        for k, v in load_file(str(path)).items()
+        if not k.startswith(DECODER_TENSORS)
+    }
+
+
+def _forebear(init: Path) -> tuple[list[str], dict[str, bytes]]:
+    """What a decoder-stage export reads if it kept ``init``'s coding tensors: ``init``'s
+    identity and the identities ``init`` reads itself; and those tensors."""
+    reads = [identity_of(init).hex(), *read_card(init).get("reads", [])]
+    return list(dict.fromkeys(reads))[:MAX_READS], _coding_tensors(init)
 
 
 def convert_weights(

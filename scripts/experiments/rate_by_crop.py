@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusioncodec.codec import checked_quality, level_position
+from fusioncodec.codec import level_position
 from fusioncodec.files import image_files
 from fusioncodec.image import read_rgb
+from fusioncodec.nets.config import checked_quality
 from fusioncodec.weights import load
 
 
