@@ -332,14 +332,18 @@ def _lambda_ranges(
     return ranges
 
 
-def _scale_range(text: str) -> tuple[float, float]:
-    """``LO:HI`` (or one factor) -> the range training pictures are shrunk by."""
+def _pair(text: str) -> list[float]:
+    """``A:B``, or ``A`` for ``A:A``, as numbers (as given: [] or other lengths when bad)."""
     try:
         parts = [float(v) for v in text.split(":")]
     except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
+        return []
+    return parts * 2 if len(parts) == 1 else parts
+
+
+def _scale_range(text: str) -> tuple[float, float]:
+    """``LO:HI`` (or one factor) -> the range training pictures are shrunk by."""
+    parts = _pair(text)
     if len(parts) != 2 or not 0.1 <= parts[0] <= parts[1] <= 1:
         raise CliError(f"--scale takes LO:HI with 0.1 <= LO <= HI <= 1, got {text!r}")
     return parts[0], parts[1]
@@ -351,12 +355,7 @@ def _balance(text: str | None) -> Balance:
         return Balance()
     if text == "off":
         return Balance.none()
-    try:
-        parts = [float(v) for v in text.split(":")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
+    parts = _pair(text)
     if len(parts) != 2 or not all(0 <= v <= 2 for v in parts):
         raise CliError(f"--balance takes H[:M] (exponents in [0, 2]) or off, got {text!r}")
     return Balance(parts[0], parts[1])
