@@ -69,7 +69,7 @@ class TwoLayerCodec(ABC):
 
     name: str  # the weights' name, written into every file
     identity: bytes  # the 16-byte identity of the weights, written into every file
-    reads: frozenset[bytes]  # identities of earlier weights whose files these decode too
+    reads: frozenset[bytes] = frozenset()  # earlier weights whose files these decode too
     config: CodecConfig
     levels: int  # qualities are 1..levels
     backend: str = ""  # "torch" or "onnx"

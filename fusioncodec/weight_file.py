@@ -173,7 +173,7 @@ def card_problem(card: dict) -> str | None:
         or len(reads) > MAX_READS
         or not all(isinstance(r, str) and len(r) == 2 * HASH_SIZE and _is_hex(r) for r in reads)
     ):
-        return f"reads must be a list of at most {MAX_READS} identities (32 hex digits)"
+        return f"reads must be a list of at most {MAX_READS} identities (32 lowercase hex digits)"
     try:
         CodecConfig.from_dict(config)
     except (TypeError, ValueError) as exc:

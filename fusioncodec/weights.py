@@ -154,7 +154,9 @@ def load_weights_into(model: nn.Module, path: Path, strict: bool = True) -> None
     load_state(model, state, strict=strict)
 
 
-def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes:
+def export(
+    model: nn.Module, card: dict, path: Path, half: bool = True, graphs: bool = True
+) -> bytes:
     """Write ``model`` as safetensors (fp16 weights, integer networks and CDF tables) plus a
     JSON card.
 
@@ -196,7 +198,7 @@ def export(model: nn.Module, card: dict, path: Path, half: bool = True) -> bytes
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, save(state, metadata={"fusioncodec": json.dumps(card)}))
     write_atomic(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
-    if card["kind"] == "scalable" and importlib.util.find_spec("onnx") is not None:
+    if graphs and card["kind"] == "scalable" and importlib.util.find_spec("onnx") is not None:
         write_graphs(path)  # without onnx, fcodec export says so
     return identity_of(path)
 

@@ -487,6 +487,23 @@ def test_weight_average_moves_by_one_minus_decay_and_leaves_the_model_alone() ->
         WeightAverage(model, 1.0)
 
 
+def test_weight_average_keeps_frozen_parameters_bit_for_bit() -> None:
+    """lerp(-0.0, -0.0, w) is +0.0: a frozen tensor averaged with itself would change its
+    bytes, and a decoder-stage export would no longer see its coding tensors as the init's."""
+    from torch import nn
+
+    from fusioncodec.train.loop import WeightAverage
+
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.bias.copy_(torch.tensor([-0.0, 1.0]))
+    model.bias.requires_grad_(False)
+    average = WeightAverage(model, 0.9, warmup=False)
+    average.update()
+    assert torch.equal(average.model.bias, model.bias)
+    assert torch.signbit(average.model.bias[0])
+
+
 def test_ema_is_checkpointed_resumed_and_exported(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -114,7 +114,7 @@ def test_decoder_stage_trains_only_decoders_and_keeps_the_bitstream(
     out = tmp_path / "runs" / "decoder"
     args = ["train", "decoder", "--init", str(tiny_weights), "--out", str(out)]
     args += ["--data", str(root), "--steps", "3", "--batch", "2", "--crop", "64"]
-    args += ["--decoders", decoders, "--threads", "1", "--ema", "0", "--lr", "1e-2"]
+    args += ["--decoders", decoders, "--threads", "1", "--ema", "0.5", "--lr", "1e-2"]
     runner = CliRunner()
     result = runner.invoke(cli, args, env=ENV)
     assert result.exit_code == 0, result.output
@@ -126,9 +126,7 @@ def test_decoder_stage_trains_only_decoders_and_keeps_the_bitstream(
     export = ["export", str(out / "checkpoint.pt"), "--kind", "scalable", "--name", "dec"]
     result = runner.invoke(cli, [*export, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    picture = Image.fromarray(
-        (np.random.default_rng(0).random((96, 80, 3)) * 255).astype(np.uint8)
-    )
+    picture = Image.fromarray((np.random.default_rng(0).random((96, 80, 3)) * 255).astype(np.uint8))
     weights = (tiny_weights, tmp_path / "dec.safetensors")
     assert load(weights[0]).identity != load(weights[1]).identity
     files = [Container.from_bytes(fusioncodec.load(w).encode(picture)) for w in weights]
@@ -143,6 +141,20 @@ def test_decoder_stage_trains_only_decoders_and_keeps_the_bitstream(
             assert np.array_equal(np.asarray(theirs), np.asarray(ours))
     with pytest.raises(FormatError, match="decode it with the matching model"):
         fusioncodec.load(weights[0]).decode(files[1])  # not the other way round
+    # a would-be forebear that cannot be read, or codes otherwise, is named, not read
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    again = [
+        *export,
+        "--out",
+        str(tmp_path),
+        "-f",
+        "--also-reads",
+        str(tmp_path / "junk.safetensors"),
+    ]
+    result = runner.invoke(cli, again)
+    assert result.exit_code == 0, result.output
+    assert "note: does not decode the files of" in result.output and "junk" in result.output
+    assert read_card(weights[1])["reads"] == [identity_of(weights[0]).hex()]
 
 
 def test_decoder_stage_keeps_frozen_codecs_in_evaluation_mode() -> None:

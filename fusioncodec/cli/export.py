@@ -18,6 +18,13 @@ from fusioncodec.messages import error_reason
 @click.option("--out", "out_dir", default=None, metavar="DIR", help="Default: the models folder.")
 @click.option("--results", multiple=True, metavar="JSON", help="Measured results for the card.")
 @click.option("--notes", default="", help="Free text for the model card.")
+@click.option(
+    "--also-reads",
+    multiple=True,
+    metavar="WEIGHTS",
+    help="Decoder stage: earlier weights whose files the export also decodes (beside --init's "
+    "and those it reads), each checked to code the same (repeatable).",
+)
 @force_option
 def export_command(
     checkpoint: str,
@@ -26,6 +33,7 @@ def export_command(
     out_dir: str | None,
     results: tuple[str, ...],
     notes: str,
+    also_reads: tuple[str, ...],
     force: bool,
 ) -> None:
     """Export a training checkpoint as shipped weights.
@@ -51,14 +59,17 @@ def export_command(
                 raise CliError("the converted weights need another name than the source")
             path, identity = convert_weights(Path(checkpoint), kind, name, folder, notes)
         else:
-            path, identity = export_checkpoint(
+            path, identity, unread = export_checkpoint(
                 Path(checkpoint),
                 kind,
                 name,
                 folder,
                 load_results([Path(r) for r in results]),
                 notes,
+                tuple(Path(w) for w in also_reads),
             )
+            for reason in unread:
+                click.echo(f"note: does not decode the files of {reason}", err=True)
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
         raise CliError(f"cannot export {show(checkpoint)}: {error_reason(exc)}") from None
     click.echo(f"wrote {path} (identity {identity.hex()})", err=True)

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fusioncodec.messages import error_reason
 from fusioncodec.nets import CodecConfig, count_parameters
 from fusioncodec.train.checkpoint import load_checkpoint
 from fusioncodec.weight_file import MAX_READS, identity_of, read_card
@@ -44,17 +46,21 @@ def export_checkpoint(
     out_dir: Path,
     results: dict | None = None,
     notes: str = "",
-) -> tuple[Path, bytes]:
-    """Export ``checkpoint`` as ``out_dir/<name>.safetensors`` (+ ``<name>.json``).
+    also_reads: tuple[Path, ...] = (),
+) -> tuple[Path, bytes, list[str]]:
+    """Export ``checkpoint`` as ``out_dir/<name>.safetensors`` (+ ``<name>.json``); returns
+    the path, the identity and why a would-be forebear's files are not read.
 
     A checkpoint with a moving average of the weights (``fcodec train --ema``) exports the
-    average, which is also what its validation measured.
+    average, which is also what its validation measured. The export of a decoder-stage
+    checkpoint reads the files of its ``--init`` weights (and of ``also_reads``) when it
+    codes as they do: same architecture, every tensor outside the decoders the same.
     """
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
-    init = Path(cfg["init"]) if cfg["stage"] == "decoder" and cfg.get("init") else None
-    forebear = _forebear(init) if init is not None and init.is_file() else None  # before writing
     config = CodecConfig.from_dict(cfg["codec"])
+    candidates = [Path(cfg["init"])] if cfg["stage"] == "decoder" and cfg.get("init") else []
+    forebears, unread = _forebears([*candidates, *also_reads])  # before the export writes
     model = build(kind, config)
     averaged = state.get("ema") is not None
     load_state(model, state["ema" if averaged else "model"], strict=True)  # any CDF table size
@@ -82,29 +88,64 @@ def export_checkpoint(
         "results": results or {},
     }
     path = out_dir / f"{name}.safetensors"
-    identity = export(model, card, path)
-    if forebear is not None and _coding_tensors(path) == forebear[1]:
-        card["reads"] = forebear[0]
+    identity = export(model, card, path, graphs=not forebears)
+    if forebears:
+        mine, reads = _coding_tensors(path), []
+        for forebear in forebears:
+            if CodecConfig.from_dict(forebear.config) != config:
+                unread.append(f"{forebear.path}: another architecture")
+            elif problem := _coding_difference(forebear.tensors, mine):
+                unread.append(f"{forebear.path}: {problem}")
+            else:
+                reads += [forebear.identity, *forebear.reads]
+        if reads:
+            card["reads"] = list(dict.fromkeys(reads))[:MAX_READS]
         identity = export(model, card, path)
-    return path, identity
+    return path, identity, unread
 
 
-def _coding_tensors(path: Path) -> dict[str, bytes]:
-    """Every tensor of a weight file outside the decoders, as dtype, shape and bytes."""
+@dataclass(frozen=True)
+class Forebear:
+    """Weights whose files an export may read: what decides that, read before it writes."""
+
+    path: Path
+    identity: str
+    reads: list[str]
+    config: dict
+    tensors: dict[str, np.ndarray]
+
+
+def _forebears(paths: list[Path]) -> tuple[list[Forebear], list[str]]:
+    found, unread = [], []
+    for path in paths:
+        try:
+            card = read_card(path)
+            tensors = _coding_tensors(path)
+        except Exception as exc:  # noqa: BLE001 - WeightsError, OSError, safetensors' errors
+            unread.append(f"{path}: {error_reason(exc)}")
+            continue
+        reads = card.get("reads", [])
+        found.append(Forebear(path, identity_of(path).hex(), reads, card["config"], tensors))
+    return found, unread
+
+
+def _coding_tensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a weight file outside the decoders: what decides its files' bits."""
     from safetensors.numpy import load_file
 
-    return {
-        k: f"{v.dtype}{v.shape}".encode() + np.ascontiguousarray(v).tobytes()
-        for k, v in load_file(str(path)).items()
-        if not k.startswith(DECODER_TENSORS)
-    }
+    return {k: v for k, v in load_file(str(path)).items() if not k.startswith(DECODER_TENSORS)}
 
 
-def _forebear(init: Path) -> tuple[list[str], dict[str, bytes]]:
-    """What a decoder-stage export reads if it kept ``init``'s coding tensors: ``init``'s
-    identity and the identities ``init`` reads itself; and those tensors."""
-    reads = [identity_of(init).hex(), *read_card(init).get("reads", [])]
-    return list(dict.fromkeys(reads))[:MAX_READS], _coding_tensors(init)
+def _coding_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str | None:
+    """The first coding tensor that differs between two weight files as numbers (a zero's
+    sign aside), or None."""
+    if a.keys() != b.keys():
+        return "other tensors"
+    for key in sorted(a):
+        x, y = a[key], b[key]
+        if x.dtype != y.dtype or x.shape != y.shape or not np.array_equal(x, y):
+            return f"{key} differs"
+    return None
 
 
 def convert_weights(
@@ -116,6 +157,7 @@ def convert_weights(
     if loaded.kind != kind:
         raise ValueError(f"it holds a {loaded.kind} model, not {kind}")
     card = dict(loaded.card, name=name, converted_from=loaded.identity.hex())
+    card.pop("reads", None)  # remade integer networks: not checked to code as before
     if notes:
         card["training"] = dict(card.get("training", {}), notes=notes)
     path = out_dir / f"{name}.safetensors"

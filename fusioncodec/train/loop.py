@@ -106,7 +106,9 @@ def _reseat_levels(model: nn.Module, stage: str, trained: dict, codec: CodecConf
 
 
 class WeightAverage:
-    """Exponential moving average of a model's parameters (buffers are copied once).
+    """Exponential moving average of a model's trained parameters (frozen ones and buffers
+    are copied once and stay bit for bit what they were: averaging a value with itself can
+    still flip the sign of a zero).
 
     ``update`` after each optimizer step: ``avg <- d * avg + (1 - d) * weights`` with
     ``d = average_decay(decay, updates)`` (``warmup``) or ``decay``. It starts from the
@@ -129,8 +131,10 @@ class WeightAverage:
             from fusioncodec.weights import load_state
 
             load_state(self.model, state, strict=True)
-        self._source = list(model.parameters())
-        self._target = list(self.model.parameters())
+        pairs = zip(model.parameters(), self.model.parameters(), strict=True)
+        trained = [(source, target) for source, target in pairs if source.requires_grad]
+        self._source = [source for source, _ in trained]
+        self._target = [target for _, target in trained]
 
     @torch.no_grad()
     def update(self) -> None:
