@@ -9,6 +9,7 @@ import ctypes
 import os
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -179,7 +180,7 @@ class Codec(ModelOnDevice, TwoLayerCodec):
     def identity(self) -> bytes:  # type: ignore[override]
         return self.loaded.identity
 
-    @property
+    @cached_property
     def reads(self) -> frozenset[bytes]:  # type: ignore[override]
         return reads_of(self.loaded.card)
 

@@ -352,7 +352,8 @@ def _parse_header(data: bytes) -> Header:
     # 3. header size and header CRC
     if n < _PREFIX_SIZE:
         raise _truncated_prefix(n)
-    (header_size,) = struct.unpack_from(FIXED_FIELDS["header_size"][1], data, len(MAGIC) + 1)
+    at, fmt = FIXED_FIELDS["header_size"]
+    (header_size,) = struct.unpack_from(fmt, data, at)
     if not MIN_HEADER_SIZE <= header_size <= MAX_HEADER_SIZE:
         raise FormatError(f"corrupt .fcb header: implausible header size {header_size}")
     if n < header_size:

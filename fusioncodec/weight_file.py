@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,6 +112,7 @@ def read_card(path: Path) -> dict:
 
 
 MAX_READS = 64  # forebears a card may name
+_IDENTITY = re.compile(f"[0-9a-f]{{{2 * HASH_SIZE}}}")  # an identity as a card writes it
 
 # Sane ranges of the architecture fields a card may hold: the shipped model is well inside
 # them, and anything outside would build a network of gigabytes before any other check.
@@ -171,7 +173,7 @@ def card_problem(card: dict) -> str | None:
     if (
         not isinstance(reads, list)
         or len(reads) > MAX_READS
-        or not all(isinstance(r, str) and len(r) == 2 * HASH_SIZE and _is_hex(r) for r in reads)
+        or not all(isinstance(r, str) and _IDENTITY.fullmatch(r) for r in reads)
     ):
         return f"reads must be a list of at most {MAX_READS} identities (32 lowercase hex digits)"
     try:
@@ -179,10 +181,6 @@ def card_problem(card: dict) -> str | None:
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
 
 
 def reads_of(card: dict) -> frozenset[bytes]:

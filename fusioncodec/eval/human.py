@@ -12,10 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fusioncodec.errors import ArgumentError
 from fusioncodec.eval import EvalError, classical, curves, runners
 from fusioncodec.files import shared_dir
 from fusioncodec.messages import error_reason
 from fusioncodec.messages import shown_path as show
+from fusioncodec.nets.config import checked_quality
 
 DEFAULT_CODECS = ("fusioncodec", "baseline", "jpeg", "webp", "avif", "hevc")
 FIXED_OUTPUTS = ("results.csv", "rd-psnr.png", "rd-msssim.png", "bd-rate.md", "bd-rate.json")
@@ -299,9 +301,6 @@ class Plan:
 
 
 def _check_levels(card: dict[str, Any], checks: list[tuple[str, float]]) -> None:
-    from fusioncodec.errors import ArgumentError
-    from fusioncodec.nets.config import checked_quality
-
     levels = _levels(card)
     for what, q in checks:
         try:

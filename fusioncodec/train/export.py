@@ -90,7 +90,7 @@ def export_checkpoint(
     path = out_dir / f"{name}.safetensors"
     identity = export(model, card, path, graphs=not forebears)
     if forebears:
-        mine, reads = _coding_tensors(path), []
+        mine, reads = _coding_tensors(path.read_bytes()), []
         for forebear in forebears:
             if CodecConfig.from_dict(forebear.config) != config:
                 unread.append(f"{forebear.path}: another architecture")
@@ -119,21 +119,22 @@ def _forebears(paths: list[Path]) -> tuple[list[Forebear], list[str]]:
     found, unread = [], []
     for path in paths:
         try:
-            card = read_card(path)
-            tensors = _coding_tensors(path)
+            card, data = read_card(path), path.read_bytes()
+            tensors = _coding_tensors(data)
         except Exception as exc:  # noqa: BLE001 - WeightsError, OSError, safetensors' errors
             unread.append(f"{path}: {error_reason(exc)}")
             continue
         reads = card.get("reads", [])
-        found.append(Forebear(path, identity_of(path).hex(), reads, card["config"], tensors))
+        found.append(Forebear(path, identity_of(data).hex(), reads, card["config"], tensors))
     return found, unread
 
 
-def _coding_tensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of a weight file outside the decoders: what decides its files' bits."""
-    from safetensors.numpy import load_file
+def _coding_tensors(data: bytes) -> dict[str, np.ndarray]:
+    """Every tensor of a weight file's bytes outside the decoders: what decides its files'
+    bits."""
+    from safetensors.numpy import load
 
-    return {k: v for k, v in load_file(str(path)).items() if not k.startswith(DECODER_TENSORS)}
+    return {k: v for k, v in load(data).items() if not k.startswith(DECODER_TENSORS)}
 
 
 def _coding_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str | None:
