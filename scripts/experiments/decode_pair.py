@@ -33,19 +33,22 @@ def main() -> None:
     parser.add_argument("--qualities", default="1,2,3,4,6,8")
     args = parser.parse_args()
     paths = sorted(args.images.glob("*.jpg")) + sorted(args.images.glob("*.png"))
+    sides = {"a": args.weights_a, "b": args.weights_b}
     for q in (float(v) for v in args.qualities.split(",")):
-        rates: dict[str, dict[str, float]] = {"a": {}, "b": {}}
+        folders = {side: args.out / side / f"q{q:g}" for side in sides}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        rates: dict[str, float] = {}  # one file per picture, so one rate for both sides
         for path in paths:
             picture = read_rgb(path)
             data = fusioncodec.encode(picture, ("machine",), q, weights=args.weights_a)
-            for side, weights in (("a", args.weights_a), ("b", args.weights_b)):
-                folder = args.out / side / f"q{q:g}"
-                folder.mkdir(parents=True, exist_ok=True)
-                fusioncodec.decode(data, "machine", weights).save(folder / f"{path.stem}.png")
-                rates[side][path.stem] = bpp(len(data), picture.width * picture.height)
-        for side, table in rates.items():
-            (args.out / side / f"q{q:g}" / "bpp.json").write_text(json.dumps(table, indent=1))
-        mean = sum(rates["a"].values()) / len(paths)
+            rates[path.stem] = bpp(len(data), picture.width * picture.height)
+            for side, weights in sides.items():
+                picture_out = fusioncodec.decode(data, "machine", weights)
+                picture_out.save(folders[side] / f"{path.stem}.png")
+        for folder in folders.values():
+            (folder / "bpp.json").write_text(json.dumps(rates, indent=1))
+        mean = sum(rates.values()) / len(paths)
         print(f"q {q:g}: {len(paths)} pictures, {mean:.4f} bpp", flush=True)
 
 
