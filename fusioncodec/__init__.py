@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from fusioncodec.scalable import FcbSource, ImageSource
     from fusioncodec.scalable import TwoLayerCodec as Codec
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 __all__ = [
     "ArgumentError",
     "Container",
