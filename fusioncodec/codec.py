@@ -184,6 +184,10 @@ class Codec(ModelOnDevice, TwoLayerCodec):
     def reads(self) -> frozenset[bytes]:  # type: ignore[override]
         return reads_of(self.loaded.card)
 
+    @cached_property
+    def machine_reads(self) -> frozenset[bytes]:  # type: ignore[override]
+        return reads_of(self.loaded.card, "machine_reads")
+
     @property
     def config(self):  # type: ignore[override]  # noqa: ANN201
         return self.model.config

@@ -70,6 +70,7 @@ class TwoLayerCodec(ABC):
     name: str  # the weights' name, written into every file
     identity: bytes  # the 16-byte identity of the weights, written into every file
     reads: frozenset[bytes] = frozenset()  # earlier weights whose files these decode too
+    machine_reads: frozenset[bytes] = frozenset()  # ... and whose machine layer only
     config: CodecConfig
     levels: int  # qualities are 1..levels
     backend: str = ""  # "torch" or "onnx"
@@ -188,9 +189,22 @@ class TwoLayerCodec(ABC):
         """Parse and verify a file for this model (format, CRCs, model identity)."""
         return self.check(Container.from_bytes(data))
 
-    def check(self, container: Container) -> Container:
-        """Refuse a container made with other weights (identity hash or m differ)."""
-        container.check_model(self.identity, self.name, self.reads)
+    def check(self, container: Container, layer: str = "machine") -> Container:
+        """Refuse a container unless these weights decode ``layer`` of it (and the layers
+        under it): made with other weights whose files, or whose machine layer, they do not
+        read (identity hash), or with another m."""
+        if layer == "machine":
+            reads = self.reads | self.machine_reads
+        elif container.model_hash in self.machine_reads:
+            raise FormatError(
+                f"this file's human layer was encoded with model {container.model_name!r} "
+                f"(hash {container.model_hash.hex()}), whose human layer the loaded weights "
+                f"{self.name!r} do not decode (only its machine layer: --layer machine); "
+                "decode the human layer with the matching model"
+            )
+        else:
+            reads = self.reads
+        container.check_model(self.identity, self.name, reads)
         if container.m != self.config.m:
             raise FormatError(f"file has m={container.m}, model has m={self.config.m}")
         return container
@@ -208,6 +222,7 @@ class TwoLayerCodec(ABC):
             raise FormatError(f"cannot decode this file: {exc}") from None
         z_shape = z_grid(container.width, container.height)
         needed = [container.layer(kind) for kind in LAYER_KINDS[: LAYER_KINDS.index(layer) + 1]]
+        self.check(container, layer)
         for coded in needed:
             if not 1 <= coded.quality <= self.levels:
                 raise FormatError(

@@ -112,6 +112,8 @@ def read_card(path: Path) -> dict:
 
 
 MAX_READS = 64  # forebears a card may name
+# whose files these weights decode: whole (``reads``), or only the machine layer
+READS_KEYS = ("reads", "machine_reads")
 _IDENTITY = re.compile(f"[0-9a-f]{{{2 * HASH_SIZE}}}")  # an identity as a card writes it
 
 # Sane ranges of the architecture fields a card may hold: the shipped model is well inside
@@ -169,13 +171,15 @@ def card_problem(card: dict) -> str | None:
             return f"config.{key} must be {levels} increasing positive numbers"
     if not isinstance(config.get("conditioned", False), bool):
         return "config.conditioned must be true or false"
-    reads = card.get("reads", [])
-    if (
-        not isinstance(reads, list)
-        or len(reads) > MAX_READS
-        or not all(isinstance(r, str) and _IDENTITY.fullmatch(r) for r in reads)
-    ):
-        return f"reads must be a list of at most {MAX_READS} identities (32 lowercase hex digits)"
+    for key in READS_KEYS:
+        reads = card.get(key, [])
+        if (
+            not isinstance(reads, list)
+            or len(reads) > MAX_READS
+            or not all(isinstance(r, str) and _IDENTITY.fullmatch(r) for r in reads)
+        ):
+            n = MAX_READS
+            return f"{key} must be a list of at most {n} identities (32 lowercase hex digits)"
     try:
         CodecConfig.from_dict(config)
     except (TypeError, ValueError) as exc:
@@ -183,10 +187,11 @@ def card_problem(card: dict) -> str | None:
     return None
 
 
-def reads_of(card: dict) -> frozenset[bytes]:
+def reads_of(card: dict, key: str = "reads") -> frozenset[bytes]:
     """The identities of the weights whose files these weights decode as those did: a
-    decoder-only update (``fcodec train decoder``) reads its forebears' files."""
-    return frozenset(bytes.fromhex(r) for r in card.get("reads", []))
+    decoder-only update (``fcodec train decoder``) reads its forebears' files (``reads``);
+    an update of the human layer alone reads their machine layer (``machine_reads``)."""
+    return frozenset(bytes.fromhex(r) for r in card.get(key, []))
 
 
 def identity_of(source: Path | bytes) -> bytes:

@@ -11,10 +11,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import fusioncodec
 from fusioncodec.cli import cli
+from fusioncodec.errors import FormatError
 from fusioncodec.train.edges import EDGE_WIDTH, edge_band, label_boundaries, mask_boundaries
 from fusioncodec.train.losses import edge_mse, lambda_at
-from fusioncodec.weight_file import read_card
+from fusioncodec.weight_file import identity_of, read_card
 from fusioncodec.weights import LIKELIHOOD_BOUND
 
 ENV = {"GLIBC_TUNABLES": "set"}  # set: `fcodec train` must not re-exec itself in-process
@@ -282,8 +284,23 @@ def test_stage_two_from_exported_weights_resumes_and_exports(tmp_path: Path) -> 
     export = ["export", str(human / "checkpoint.pt"), "--kind", "scalable", "--name", "stage2"]
     result = runner.invoke(cli, [*export, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    # a stage that trains coding tensors codes other files: it reads no forebear's
-    assert "reads" not in read_card(tmp_path / "stage2.safetensors")
+    # a stage that trains coding tensors codes other files: it reads no forebear's whole
+    # files, but the human stage leaves the machine coding as it was: it reads that layer
+    weights = (tmp_path / "stage1.safetensors", tmp_path / "stage2.safetensors")
+    card = read_card(weights[1])
+    assert "reads" not in card and card["machine_reads"] == [identity_of(weights[0]).hex()]
+    assert "decodes the machine layer of the files of" in result.output
+    picture = Image.fromarray((np.random.default_rng(0).random((96, 80, 3)) * 255).astype(np.uint8))
+    old = fusioncodec.load(weights[0]).encode(picture)
+    for backend in ("torch", "onnx"):
+        new = fusioncodec.load(weights[1], backend=backend)
+        ours = np.asarray(fusioncodec.load(weights[0]).decode(old, "machine"))
+        assert np.array_equal(np.asarray(new.decode(old, "machine")), ours)
+        for layer in ("human", None):  # the best the file holds is refused, not downgraded
+            with pytest.raises(FormatError, match="only its machine layer: --layer machine"):
+                new.decode(old, layer)
+    with pytest.raises(FormatError, match="decode it with the matching model"):
+        fusioncodec.load(weights[0]).decode(fusioncodec.load(weights[1]).encode(picture), "machine")
 
 
 def test_lambda_positions_interpolate_and_extrapolate_in_log_lambda() -> None:

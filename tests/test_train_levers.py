@@ -166,6 +166,27 @@ def test_decoder_stage_keeps_frozen_codecs_in_evaluation_mode() -> None:
     assert all(not p.requires_grad for p in model.machine.parameters())
 
 
+def test_human_stage_builds_on_the_machine_latent_without_its_synthesis() -> None:
+    """The frozen machine codec hands the human stage its decoded latent; its synthesis,
+    whose picture no loss of that stage reads, does not run."""
+    torch.manual_seed(0)
+    model = ScalableCodec(TINY)
+    trainable(model, "human")
+    train_mode(model, "human")
+    latents: list[torch.Tensor] = []
+    model.machine.latent.register_forward_hook(lambda _m, _i, out: latents.append(out[0]))
+    model.additional.register_forward_hook(lambda _m, inputs, _o: latents.append(inputs[2]))
+    synthesis_calls = []
+    model.machine.g_s.register_forward_hook(lambda *_: synthesis_calls.append(1))
+    x, mask = _batch()
+    losses = step_losses(model, "human", x, mask, TINY, quality=3.0)
+    assert synthesis_calls == [] and torch.isfinite(losses["loss"])
+    machine_latent, handed_on = latents
+    assert handed_on is machine_latent and not handed_on.requires_grad
+    expected = model.machine(x, torch.full((2,), 3.0))["y_hat"]  # evaluation mode: rounded
+    assert torch.equal(handed_on, expected)
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

@@ -22,8 +22,9 @@ from fusioncodec.messages import error_reason
     "--also-reads",
     multiple=True,
     metavar="WEIGHTS",
-    help="Decoder stage: earlier weights whose files the export also decodes (beside --init's "
-    "and those it reads), each checked to code the same (repeatable).",
+    help="Decoder or human stage: earlier weights whose files (or machine layer) the export "
+    "also decodes (beside --init's and those it reads), each checked to code the same "
+    "(repeatable).",
 )
 @force_option
 def export_command(
@@ -73,12 +74,20 @@ def export_command(
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
         raise CliError(f"cannot export {show(checkpoint)}: {error_reason(exc)}") from None
     click.echo(f"wrote {path} (identity {identity.hex()})", err=True)
+    _report(path)
+
+
+def _report(path: Path) -> None:
+    """Whose files the exported weights also decode, and whether their graphs were written."""
+    from fusioncodec.runtime.graphs import graphs_folder
     from fusioncodec.weight_file import read_card
 
-    if reads := read_card(path).get("reads"):
+    card = read_card(path)
+    if reads := card.get("reads"):
         click.echo(f"it also decodes the files of {', '.join(reads)} (same coding)", err=True)
-    from fusioncodec.runtime.graphs import graphs_folder
-
+    if reads := card.get("machine_reads"):
+        what = "the machine layer of the files"
+        click.echo(f"it also decodes {what} of {', '.join(reads)} (same machine coding)", err=True)
     if not graphs_folder(path).is_dir():
         click.echo(
             "note: no ONNX graphs written (the onnx package is missing); the onnx runtime "

@@ -48,6 +48,7 @@ class OnnxCodec(TwoLayerCodec):
         self.name = weights.name
         self.identity = weights.identity
         self.reads = reads_of(weights.card)
+        self.machine_reads = reads_of(weights.card, "machine_reads")
         self.config = weights.config
         self.levels = weights.config.levels
 

@@ -12,12 +12,17 @@ import numpy as np
 from fusioncodec.messages import error_reason
 from fusioncodec.nets import CodecConfig, count_parameters
 from fusioncodec.train.checkpoint import load_checkpoint
-from fusioncodec.weight_file import MAX_READS, identity_of, read_card
+from fusioncodec.weight_file import MAX_READS, READS_KEYS, identity_of, read_card
 from fusioncodec.weights import build, export, load, load_state
 
 # What the decoder stage may change: the tensors under these names. Weights that differ from
 # their forebear only there code the same files and decode the forebear's files as well.
 DECODER_TENSORS = ("human.", "machine.g_s.")
+# What codes the machine layer: weights that differ from their forebear only outside it (the
+# human stage) decode the machine layer of the forebear's files.
+MACHINE_CODING = "machine."
+# The stages whose export may read its --init weights' files (wholly, or the machine layer).
+READING_STAGES = ("decoder", "human")
 
 TRAINING_DATA = (
     "../shared/data/train: BSDS500 (boundary maps as edge targets), COCO coco_tiny/coco_mini "
@@ -52,14 +57,17 @@ def export_checkpoint(
     the path, the identity and why a would-be forebear's files are not read.
 
     A checkpoint with a moving average of the weights (``fcodec train --ema``) exports the
-    average, which is also what its validation measured. The export of a decoder-stage
-    checkpoint reads the files of its ``--init`` weights (and of ``also_reads``) when it
-    codes as they do: same architecture, every tensor outside the decoders the same.
+    average, which is also what its validation measured. The export of a decoder- or
+    human-stage checkpoint reads the files of its ``--init`` weights (and of ``also_reads``)
+    when it codes as they do (same architecture, every tensor outside the decoders the same),
+    or their machine layer when it codes that as they do (every ``machine.*`` tensor outside
+    the machine layer's synthesis the same).
     """
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
     config = CodecConfig.from_dict(cfg["codec"])
-    candidates = [Path(cfg["init"])] if cfg["stage"] == "decoder" and cfg.get("init") else []
+    reading = cfg["stage"] in READING_STAGES and cfg.get("init")
+    candidates = [Path(cfg["init"])] if reading else []
     forebears, unread = _forebears([*candidates, *also_reads])  # before the export writes
     model = build(kind, config)
     averaged = state.get("ema") is not None
@@ -90,18 +98,35 @@ def export_checkpoint(
     path = out_dir / f"{name}.safetensors"
     identity = export(model, card, path, graphs=not forebears)
     if forebears:
-        mine, reads = _coding_tensors(path.read_bytes()), []
-        for forebear in forebears:
-            if CodecConfig.from_dict(forebear.config) != config:
-                unread.append(f"{forebear.path}: another architecture")
-            elif problem := _coding_difference(forebear.tensors, mine):
-                unread.append(f"{forebear.path}: {problem}")
-            else:
-                reads += [forebear.identity, *forebear.reads]
+        reads, machine_reads = _reads(forebears, config, _coding_tensors(path.read_bytes()), unread)
         if reads:
-            card["reads"] = list(dict.fromkeys(reads))[:MAX_READS]
+            card["reads"] = reads
+        if machine_reads:
+            card["machine_reads"] = machine_reads
         identity = export(model, card, path)
     return path, identity, unread
+
+
+def _reads(
+    forebears: list[Forebear], config: CodecConfig, mine: dict[str, np.ndarray], unread: list
+) -> tuple[list[str], list[str]]:
+    """Whose files the exported weights (coding tensors ``mine``) decode: wholly, and only
+    the machine layer. A forebear read neither way is added to ``unread``, with why."""
+    reads: list[str] = []
+    machine_reads: list[str] = []
+    for forebear in forebears:
+        if CodecConfig.from_dict(forebear.config) != config:
+            unread.append(f"{forebear.path}: another architecture")
+        elif not (problem := _coding_difference(forebear.tensors, mine)):
+            reads += [forebear.identity, *forebear.reads]
+            machine_reads += forebear.machine_reads
+        elif _coding_difference(_machine(forebear.tensors), _machine(mine)):
+            unread.append(f"{forebear.path}: {problem}")
+        else:
+            machine_reads += [forebear.identity, *forebear.reads, *forebear.machine_reads]
+    whole = list(dict.fromkeys(reads))[:MAX_READS]
+    machine_only = [r for r in dict.fromkeys(machine_reads) if r not in whole][:MAX_READS]
+    return whole, machine_only
 
 
 @dataclass(frozen=True)
@@ -111,6 +136,7 @@ class Forebear:
     path: Path
     identity: str
     reads: list[str]
+    machine_reads: list[str]
     config: dict
     tensors: dict[str, np.ndarray]
 
@@ -124,8 +150,9 @@ def _forebears(paths: list[Path]) -> tuple[list[Forebear], list[str]]:
         except Exception as exc:  # noqa: BLE001 - WeightsError, OSError, safetensors' errors
             unread.append(f"{path}: {error_reason(exc)}")
             continue
-        reads = card.get("reads", [])
-        found.append(Forebear(path, identity_of(data).hex(), reads, card["config"], tensors))
+        reads, machine_reads = (card.get(key, []) for key in READS_KEYS)
+        identity = identity_of(data).hex()
+        found.append(Forebear(path, identity, reads, machine_reads, card["config"], tensors))
     return found, unread
 
 
@@ -135,6 +162,11 @@ def _coding_tensors(data: bytes) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
 
     return {k: v for k, v in load(data).items() if not k.startswith(DECODER_TENSORS)}
+
+
+def _machine(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The coding tensors of the machine layer."""
+    return {k: v for k, v in tensors.items() if k.startswith(MACHINE_CODING)}
 
 
 def _coding_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str | None:

@@ -139,8 +139,7 @@ def _losses(
         logs |= {"machine_bpp": m_bpp.mean(), "machine_edge_psnr": edge_psnr}
         y_machine = m_out["y_hat"].detach()
     else:
-        with torch.no_grad():
-            y_machine = model.machine(x, q_m)["y_hat"]
+        y_machine = _machine_latent(model, x, q_m)
     if stage in ("human", "joint"):
         q_h = draw()
         y_add, lik = model.additional(x, q_h, y_machine)
@@ -166,9 +165,9 @@ def _decoder_losses(
     """The decoder stage: distortion only (the frozen encoders fix the rate), on the latents
     the decoder reads (rounded; the machine layer's and the fused one)."""
     q_m, q_h = draw(), draw()
+    machine = model.machine
+    y_machine = _machine_latent(model, x, q_m)
     with torch.no_grad():
-        machine = model.machine
-        y_machine, _ = machine.latent(machine.g_a(x), q_m)
         y_add, _ = model.additional(x, q_h, y_machine)
     total = x.new_zeros(())
     logs: dict[str, torch.Tensor] = {}
@@ -185,6 +184,13 @@ def _decoder_losses(
         weight, logs["machine_edge_psnr"] = _edge_weight(lam, m_dist, mask, codec, balance)
         total = total + rd_loss(no_rate, m_dist, lam, weight)
     return {"loss": total, "aux": no_rate, **logs}
+
+
+@torch.no_grad()
+def _machine_latent(model: nn.Module, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The frozen machine codec's decoded latent (rounded in evaluation mode): what a stage
+    that does not train it builds on. Its synthesis does not run."""
+    return model.machine.latent(model.machine.g_a(x), q)[0]
 
 
 def _edge_weight(
