@@ -250,7 +250,7 @@ class Container:
         reads: frozenset[bytes] = frozenset(),
     ) -> None:
         """Raise :class:`FormatError` unless this file was encoded with the given weights, or
-        with weights whose files they read (``reads``: a decoder-only update's forebears)."""
+        with weights whose files (at the layer being decoded) they read (``reads``)."""
         if bytes(model_hash) != self.model_hash and self.model_hash not in reads:
             loaded = f"{model_name!r} " if model_name is not None else ""
             raise FormatError(

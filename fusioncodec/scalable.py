@@ -212,9 +212,9 @@ class TwoLayerCodec(ABC):
     def _decoded_latents(
         self, container: Container, layer: str
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The decoded machine latent and, for the human ``layer`` (checked at the public
-        door), the additional one. Everything the file says is checked before any decoding
-        work: size, layers and each needed layer's quality.
+        """The decoded machine latent and, for the human ``layer`` (its name checked at the
+        public door), the additional one. Everything the file says is checked before any
+        decoding work: size, layers, that these weights read them, and each one's quality.
         """
         try:
             check_size(container.width, container.height)

@@ -180,6 +180,8 @@ def card_problem(card: dict) -> str | None:
         ):
             n = MAX_READS
             return f"{key} must be a list of at most {n} identities (32 lowercase hex digits)"
+    if set(card.get("reads", [])) & set(card.get("machine_reads", [])):
+        return "an identity is in both reads and machine_reads"
     try:
         CodecConfig.from_dict(config)
     except (TypeError, ValueError) as exc:

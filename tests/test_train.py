@@ -13,6 +13,7 @@ from PIL import Image
 
 import fusioncodec
 from fusioncodec.cli import cli
+from fusioncodec.container import Container
 from fusioncodec.errors import FormatError
 from fusioncodec.train.edges import EDGE_WIDTH, edge_band, label_boundaries, mask_boundaries
 from fusioncodec.train.losses import edge_mse, lambda_at
@@ -299,8 +300,31 @@ def test_stage_two_from_exported_weights_resumes_and_exports(tmp_path: Path) -> 
         for layer in ("human", None):  # the best the file holds is refused, not downgraded
             with pytest.raises(FormatError, match="only its machine layer: --layer machine"):
                 new.decode(old, layer)
+    with pytest.raises(FormatError, match="only its machine layer"):
+        new.decode_latent(Container.from_bytes(old), "human")
     with pytest.raises(FormatError, match="decode it with the matching model"):
         fusioncodec.load(weights[0]).decode(fusioncodec.load(weights[1]).encode(picture), "machine")
+    # the command line: one line, exit 1, no output; the machine layer decodes
+    (tmp_path / "old.fcb").write_bytes(old)
+    decode = ["decode", str(tmp_path / "old.fcb"), "--weights", str(weights[1]), "-o"]
+    result = runner.invoke(cli, [*decode, str(tmp_path / "best.png")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "--layer machine" in result.output and not (tmp_path / "best.png").exists()
+    result = runner.invoke(cli, [*decode, str(tmp_path / "m.png"), "--layer", "machine"])
+    assert result.exit_code == 0 and (tmp_path / "m.png").is_file(), result.output
+    # a decoder update of this update reads its files and, still, the machine layer of stage1's
+    decoder = tmp_path / "runs" / "decoder"
+    args = train_args("decoder", decoder, root, 1, "--init", str(weights[1]), "--threads", "1")
+    assert runner.invoke(cli, args, env=ENV).exit_code == 0
+    export = ["export", str(decoder / "checkpoint.pt"), "--kind", "scalable", "--name", "stage3"]
+    assert runner.invoke(cli, [*export, "--out", str(tmp_path)]).exit_code == 0
+    card = read_card(tmp_path / "stage3.safetensors")
+    assert card["reads"] == [identity_of(weights[1]).hex()]
+    assert card["machine_reads"] == [identity_of(weights[0]).hex()]
+    # converting weights remakes the integer networks: no claim to read anything is kept
+    convert = ["export", str(tmp_path / "stage3.safetensors"), "--kind", "scalable"]
+    assert runner.invoke(cli, [*convert, "--name", "conv", "--out", str(tmp_path)]).exit_code == 0
+    assert not {"reads", "machine_reads"} & read_card(tmp_path / "conv.safetensors").keys()
 
 
 def test_lambda_positions_interpolate_and_extrapolate_in_log_lambda() -> None:

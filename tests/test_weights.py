@@ -376,6 +376,7 @@ def test_fcodec_export_converts_an_older_weight_file(tmp_path):
         ({"reads": ["zz"]}, "reads must be a list of at most 64 identities"),
         ({"reads": "00" * 16}, "reads must be a list"),
         ({"machine_reads": ["00" * 16, 7]}, "machine_reads must be a list of at most 64"),
+        ({"reads": ["ab" * 16], "machine_reads": ["ab" * 16]}, "in both reads and machine_reads"),
         ({"name": 5}, "name must be a string"),
         ({"kind": "weird"}, "unknown model kind 'weird'"),
     ],

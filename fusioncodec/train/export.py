@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -115,12 +115,13 @@ def _reads(
     reads: list[str] = []
     machine_reads: list[str] = []
     for forebear in forebears:
-        if CodecConfig.from_dict(forebear.config) != config:
+        theirs = CodecConfig.from_dict(forebear.config)
+        if replace(theirs, human_lambdas=config.human_lambdas) != config:  # the machine's
             unread.append(f"{forebear.path}: another architecture")
-        elif not (problem := _coding_difference(forebear.tensors, mine)):
+        elif theirs == config and not _coding_difference(forebear.tensors, mine):
             reads += [forebear.identity, *forebear.reads]
             machine_reads += forebear.machine_reads
-        elif _coding_difference(_machine(forebear.tensors), _machine(mine)):
+        elif problem := _coding_difference(_machine(forebear.tensors), _machine(mine)):
             unread.append(f"{forebear.path}: {problem}")
         else:
             machine_reads += [forebear.identity, *forebear.reads, *forebear.machine_reads]
@@ -190,7 +191,8 @@ def convert_weights(
     if loaded.kind != kind:
         raise ValueError(f"it holds a {loaded.kind} model, not {kind}")
     card = dict(loaded.card, name=name, converted_from=loaded.identity.hex())
-    card.pop("reads", None)  # remade integer networks: not checked to code as before
+    for key in READS_KEYS:  # remade integer networks: not checked to code as before
+        card.pop(key, None)
     if notes:
         card["training"] = dict(card.get("training", {}), notes=notes)
     path = out_dir / f"{name}.safetensors"

@@ -8,7 +8,8 @@ isolates what the new decoder does to the pictures. Each picture is encoded once
 with ``--weights-a`` (machine layer only); the file is decoded with both weight files, into
 ``DIR/a/qQ/STEM.png`` and ``DIR/b/qQ/STEM.png``, and each folder gets the ``bpp.json`` that
 ``fcodec eval machine --decoded`` reads (file bytes, header included). ``--weights-b`` must
-read the files of ``--weights-a`` (its card's ``reads``); then compare with
+read the machine layer of ``--weights-a``'s files (its card's ``reads`` or
+``machine_reads``); then compare with
 ``scripts/experiments/paired_map.py DIR/b/qQ DIR/a/qQ``.
 """
 
