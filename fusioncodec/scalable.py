@@ -271,7 +271,7 @@ class TwoLayerCodec(ABC):
         """
         checked_layer(layer, also=(None,))
         data = read_fcb(data)
-        container = self.check(data) if isinstance(data, Container) else self.parse(data)
+        container = data if isinstance(data, Container) else Container.from_bytes(data)
         layer = layer or default_layer(container.kinds)
         y_machine, y_add = self._decoded_latents(container, layer)
         return self.synthesis(y_machine, y_add, container.width, container.height)
